@@ -1,0 +1,5 @@
+import sys
+
+from bmvit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""Box conversions and overlap measures for torch tensors.
+
+Formats are named in every function: ``cxcywh`` (centre x, centre y, width, height) and ``xyxy``
+(top-left x, top-left y, bottom-right x, bottom-right y). Coordinates are usually normalised to
+[0, 1] of the key frame, but nothing here depends on the scale.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def box_cxcywh_to_xyxy(boxes_cxcywh: Tensor) -> Tensor:
+    """[..., 4] cxcywh -> [..., 4] xyxy."""
+    cx, cy, w, h = boxes_cxcywh.unbind(-1)
+    return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
+
+
+def box_xyxy_to_cxcywh(boxes_xyxy: Tensor) -> Tensor:
+    """[..., 4] xyxy -> [..., 4] cxcywh."""
+    x1, y1, x2, y2 = boxes_xyxy.unbind(-1)
+    return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
+
+
+def box_area(boxes_xyxy: Tensor) -> Tensor:
+    """[..., 4] xyxy -> [...] area (negative extents count as zero)."""
+    return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]).clamp(min=0) * (boxes_xyxy[..., 3] - boxes_xyxy[..., 1]).clamp(min=0)
+
+
+def _inter_union(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> tuple[Tensor, Tensor]:
+    area1 = box_area(boxes1_xyxy)
+    area2 = box_area(boxes2_xyxy)
+    top_left = torch.max(boxes1_xyxy[:, None, :2], boxes2_xyxy[None, :, :2])
+    bottom_right = torch.min(boxes1_xyxy[:, None, 2:], boxes2_xyxy[None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    return inter, union
+
+
+def box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
+    """Pairwise IoU. [N, 4] xyxy, [M, 4] xyxy -> [N, M]; 0 where the union is empty."""
+    inter, union = _inter_union(boxes1_xyxy, boxes2_xyxy)
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
+
+
+def generalized_box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
+    """Pairwise generalised IoU (Rezatofighi et al., 2019). [N, 4] xyxy, [M, 4] xyxy -> [N, M] in [-1, 1].
+
+    Boxes must be well formed (x2 >= x1, y2 >= y1); a malformed box raises, because GIoU of an
+    inverted box is meaningless and would silently corrupt a loss or a matching cost. Degenerate
+    (zero-area) boxes are allowed: their IoU term is 0 and the enclosing-box term stays finite.
+    """
+    if boxes1_xyxy.numel() and not bool((boxes1_xyxy[:, 2:] >= boxes1_xyxy[:, :2]).all()):
+        raise ValueError("generalized_box_iou: boxes1 has boxes with x2 < x1 or y2 < y1")
+    if boxes2_xyxy.numel() and not bool((boxes2_xyxy[:, 2:] >= boxes2_xyxy[:, :2]).all()):
+        raise ValueError("generalized_box_iou: boxes2 has boxes with x2 < x1 or y2 < y1")
+    inter, union = _inter_union(boxes1_xyxy, boxes2_xyxy)
+    eps = torch.finfo(union.dtype).eps
+    iou = inter / union.clamp(min=eps)
+    top_left = torch.min(boxes1_xyxy[:, None, :2], boxes2_xyxy[None, :, :2])
+    bottom_right = torch.max(boxes1_xyxy[:, None, 2:], boxes2_xyxy[None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    enclosing = wh[..., 0] * wh[..., 1]
+    return iou - (enclosing - union) / enclosing.clamp(min=eps)

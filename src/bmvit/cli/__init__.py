@@ -1,0 +1,38 @@
+"""The ``bmvit`` command line: one subcommand per module of this package.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports
+happen inside ``run`` so that ``bmvit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand name -> (module under bmvit.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "the main job on the embedded synthetic dataset: synth, train, eval, predict"),
+    "flops": ("flops", "count GMACs and parameters of a model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bmvit", description="Single-stage spatio-temporal action detection (BMViT).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"bmvit.cli.{module_name}")
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

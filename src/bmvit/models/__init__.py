@@ -1,0 +1,41 @@
+"""Model registry: ``create_model(name, **overrides)`` builds a full detector (backbone + heads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from bmvit.models.backbones import create_backbone, list_backbones, register_backbone
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a detector preset under its function name."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def _ensure_registered() -> None:
+    # Importing the modules runs their @register_model decorators.
+    from bmvit.models import bmvit  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Names of all registered detector presets, sorted."""
+    _ensure_registered()
+    return sorted(_MODELS)
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a registered detector preset; ``overrides`` are fields of its model config."""
+    _ensure_registered()
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name](**overrides)
+
+
+__all__ = ["create_backbone", "create_model", "list_backbones", "list_models", "register_backbone", "register_model"]

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from bmvit.box_ops import box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, generalized_box_iou
+
+
+def test_round_trip():
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.rand(50, 4, generator=g)
+    assert torch.allclose(box_xyxy_to_cxcywh(box_cxcywh_to_xyxy(boxes)), boxes, atol=1e-6)
+
+
+def test_hand_computed_iou_and_giou():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [4.0, 0.0, 5.0, 1.0]])
+    # Overlap 1, union 4 + 4 - 1 = 7, enclosing box 3x3 = 9.
+    assert torch.allclose(box_iou(a, b), torch.tensor([[1 / 7, 0.0]]))
+    assert torch.allclose(generalized_box_iou(a, b), torch.tensor([[1 / 7 - (9 - 7) / 9, 0.0 - (10 - 5) / 10]]))
+
+
+def test_giou_bounds_and_identity():
+    g = torch.Generator().manual_seed(1)
+    boxes = box_cxcywh_to_xyxy(torch.rand(30, 4, generator=g) * 0.5 + 0.1)
+    giou = generalized_box_iou(boxes, boxes)
+    assert torch.allclose(giou.diagonal(), torch.ones(30), atol=1e-6)
+    assert bool((giou >= -1).all()) and bool((giou <= 1).all())
+
+
+def test_degenerate_boxes():
+    point = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
+    box = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    assert box_iou(point, point).item() == 0.0
+    giou = generalized_box_iou(point, box)
+    # IoU 0, union 1 (the point adds no area), enclosing box = the unit box: GIoU = 0 - 0/1.
+    assert giou.item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="x2 < x1"):
+        generalized_box_iou(torch.tensor([[0.6, 0.0, 0.5, 1.0]]), box)
+
+
+def test_giou_gradients_finite_for_degenerate():
+    boxes = torch.tensor([[0.5, 0.5, 0.0, 0.0]], requires_grad=True)
+    loss = (1 - generalized_box_iou(box_cxcywh_to_xyxy(boxes), torch.tensor([[0.1, 0.1, 0.4, 0.4]]))).sum()
+    loss.backward()
+    assert torch.isfinite(boxes.grad).all()
