@@ -1,0 +1,123 @@
+"""Pieces shared by the video backbones: 3D patch embedding, MLP, drop path, and the shape
+adapters that let a checkpoint made for one input size load into a model built for another.
+
+Adapted from timm (huggingface/pytorch-image-models, timm/layers/{mlp.py,drop.py,patch_embed.py,
+pos_embed.py}) and PySlowFast (facebookresearch/SlowFast, slowfast/models/{common.py,stem_helper.py},
+``get_rel_pos`` in slowfast/models/attention.py); changes: video-only (3D), one file, no
+format/padding options we do not use.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PatchEmbed3d(nn.Module):
+    """Cube embedding: a 3D convolution, then the grid flattened to tokens.
+
+    ``forward(x [B, C_in, T, H, W]) -> (tokens [B, T'*H'*W', C], (T', H', W'))`` with tokens in
+    ``t, h, w`` raster order.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        embed_dim: int,
+        kernel: tuple[int, int, int],
+        stride: tuple[int, int, int],
+        padding: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=stride, padding=padding)
+
+    def output_grid(self, input_size: tuple[int, int, int]) -> tuple[int, int, int]:
+        """``(T', H', W')`` the convolution gives for an input of ``(T, H, W)``."""
+        return conv_output_size(input_size, self.proj.kernel_size, self.proj.stride, self.proj.padding)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        x = self.proj(x)
+        thw = (int(x.shape[2]), int(x.shape[3]), int(x.shape[4]))
+        return x.flatten(2).transpose(1, 2), thw
+
+
+class Mlp(nn.Module):
+    """``fc1 -> GELU -> dropout -> fc2 -> dropout`` on the last dimension."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a residual branch for a random subset of samples while training,
+    scaling the survivors by ``1 / (1 - p)`` so the expectation is unchanged."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+def conv_output_size(
+    size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]
+) -> tuple[int, ...]:
+    """Output size of a convolution or pooling (no dilation, floor mode), per dimension."""
+    return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding))
+
+
+def interpolate_rel_pos(table: Tensor, length: int) -> Tensor:
+    """Resize a decomposed relative-position table ``[L, C]`` to ``[length, C]``.
+
+    Linear interpolation along ``L`` (``align_corners=False``), as PySlowFast's ``get_rel_pos``
+    does when a model runs at another input size; doing it once at load time gives the same
+    numbers as PySlowFast does at run time.
+    """
+    if table.ndim != 2:
+        raise ValueError(f"relative-position table must be [L, C], got shape {tuple(table.shape)}")
+    if table.shape[0] == length:
+        return table
+    resized = F.interpolate(table.t().unsqueeze(0).float(), size=length, mode="linear", align_corners=False)
+    return resized.squeeze(0).t().to(table.dtype).contiguous()
+
+
+def interpolate_pos_embed_3d(
+    pos_embed: Tensor, old_thw: tuple[int, int, int], new_thw: tuple[int, int, int], num_prefix_tokens: int = 0
+) -> Tensor:
+    """Resize an absolute position embedding ``[1, P + T*H*W, C]`` to a new token grid.
+
+    The ``P = num_prefix_tokens`` leading entries (class tokens) are kept as they are; the grid
+    part is resized trilinearly (``align_corners=False``). Returns ``[1, P + T'*H'*W', C]``.
+    """
+    t, h, w = old_thw
+    if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or pos_embed.shape[1] != num_prefix_tokens + t * h * w:
+        raise ValueError(
+            f"position embedding must be [1, {num_prefix_tokens} + {t}*{h}*{w}, C] for grid {old_thw}, "
+            f"got shape {tuple(pos_embed.shape)}"
+        )
+    if tuple(old_thw) == tuple(new_thw):
+        return pos_embed
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    channels = grid.shape[-1]
+    grid = grid.reshape(1, t, h, w, channels).permute(0, 4, 1, 2, 3).float()
+    grid = F.interpolate(grid, size=tuple(new_thw), mode="trilinear", align_corners=False)
+    grid = grid.permute(0, 2, 3, 4, 1).reshape(1, -1, channels).to(pos_embed.dtype)
+    return torch.cat([prefix, grid], dim=1)

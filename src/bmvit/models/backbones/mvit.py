@@ -1,0 +1,582 @@
+"""MViTv2 video backbone (Li et al., "MViTv2: Improved Multiscale Vision Transformers for
+Classification and Detection", CVPR 2022), as BMViT uses it (supplementary Fig. 1a).
+
+Adapted from PySlowFast (facebookresearch/SlowFast, slowfast/models/attention.py: attention_pool,
+cal_rel_pos_spatial, cal_rel_pos_temporal, MultiScaleAttention, MultiScaleBlock; and
+slowfast/models/video_model_builder.py: class MViT) and torchvision (pytorch/vision,
+torchvision/models/video/mvit.py). Changes: a typed config that reads like the paper's table,
+with the per-block values (dims, heads, strides, token grids, the adaptive KV stride) derived
+once in ``__post_init__``; attention through ``scaled_dot_product_attention`` with the decomposed
+relative-position term as its additive mask, written once into its padded buffer; Q and KV
+pooling as one depthwise ``Conv3d`` call each over all heads, on channels_last views of the
+token tensors (no transposed copies); the class token is dropped at the output and the tokens
+are returned as ``[B, T', H', W', C]``; pure remap functions for torchvision and PySlowFast
+state dicts. Parameter names follow PySlowFast, so its checkpoints load unrenamed.
+
+Token layout everywhere: ``[B, P + T*H*W, C]`` with ``P = 1`` class token first (``P = 0`` when
+``cls_embed=False``) and the grid in ``t, h, w`` raster order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from bmvit.models.backbones import register_backbone
+from bmvit.models.backbones.layers import DropPath, Mlp, PatchEmbed3d, conv_output_size, interpolate_rel_pos
+from bmvit.models.weights import WeightsFormat
+
+Triple = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One multiscale block, derived from ``MViTConfig`` (never written by hand)."""
+
+    dim_in: int
+    dim_out: int
+    attn_dim: int  # channels of q, k, v (dim_out with dim_mul_in_att, else dim_in)
+    num_heads: int
+    stride_q: Triple
+    stride_kv: Triple
+    thw_in: Triple  # token grid entering the block
+    thw_q: Triple  # grid after Q pooling: the block's output grid
+    thw_kv: Triple  # grid of the keys and values after KV pooling
+    drop_path: float
+
+
+@dataclass
+class MViTConfig:
+    """MViTv2 for video. Defaults are MViTv2-S at 16x224 (PySlowFast ``MVITv2_S_16x4.yaml``).
+
+    Stage ``s`` (0-based) has ``depths[s]`` blocks, ``embed_dim * 2**s`` channels and
+    ``num_heads * 2**s`` heads; its first block pools Q with ``stride_q[s]`` and the channel
+    and head doubling happens there (in the attention when ``dim_mul_in_att``, else in the MLP
+    of the previous stage's last block). Every block pools Q and KV with a depthwise conv of
+    ``pool_kernel``. The KV stride follows MViTv2's adaptive rule: it starts at
+    ``adaptive_kv_stride`` and is divided (floored at 1) by each Q stride met on the way, so the
+    keys keep roughly the same grid through the network.
+    """
+
+    input_size: Triple = (16, 224, 224)  # (T, H, W) of the clips; relative-position tables are sized for it
+    in_chans: int = 3
+    depths: tuple[int, ...] = (1, 2, 11, 2)
+    embed_dim: int = 96  # channels of the first stage (the output has embed_dim * 2**(stages-1))
+    num_heads: int = 1  # heads of the first stage
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    stride_q: tuple[Triple, ...] = ((1, 1, 1), (1, 2, 2), (1, 2, 2), (1, 2, 2))  # at each stage's first block
+    adaptive_kv_stride: Triple = (1, 8, 8)
+    pool_kernel: Triple = (3, 3, 3)
+    patch_kernel: Triple = (3, 7, 7)
+    patch_stride: Triple = (2, 4, 4)
+    patch_padding: Triple = (1, 3, 3)
+    rel_pos_spatial: bool = True
+    rel_pos_temporal: bool = True
+    residual_pooling: bool = True
+    dim_mul_in_att: bool = True
+    cls_embed: bool = True
+    drop_path_rate: float = 0.0  # linearly increasing over blocks, from 0 at the first
+    use_checkpoint: bool = False  # activation checkpointing of every block while training
+    norm_eps: float = 1e-6
+
+    patch_grid: Triple = field(init=False)
+    blocks: tuple[BlockSpec, ...] = field(init=False)
+    output_dim: int = field(init=False)
+    output_grid: Triple = field(init=False)
+
+    def __post_init__(self) -> None:
+        # YAML and JSON give lists; the config is compared and hashed as tuples.
+        triples = ("input_size", "adaptive_kv_stride", "pool_kernel", "patch_kernel", "patch_stride", "patch_padding")
+        for name in triples:
+            setattr(self, name, _triple(name, getattr(self, name)))
+        self.depths = tuple(int(d) for d in self.depths)
+        self.stride_q = tuple(_triple(f"stride_q[{i}]", s) for i, s in enumerate(self.stride_q))
+        self._validate()
+        self.patch_grid = conv_output_size(self.input_size, self.patch_kernel, self.patch_stride, self.patch_padding)
+        self.blocks = self._derive_blocks()
+        self.output_dim = self.blocks[-1].dim_out
+        self.output_grid = self.blocks[-1].thw_q
+
+    def _validate(self) -> None:
+        if not self.depths or min(self.depths) < 1:
+            raise ValueError(f"depths must be a non-empty tuple of positive block counts, got {self.depths}")
+        if len(self.stride_q) != len(self.depths):
+            raise ValueError(f"stride_q needs one (t, h, w) stride per stage ({len(self.depths)}), got {self.stride_q}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if any(k % 2 == 0 for k in self.pool_kernel):
+            raise ValueError(f"pool_kernel must be odd in every dimension, got {self.pool_kernel}")
+        if min(self.input_size) < 1 or not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"bad input_size {self.input_size} or drop_path_rate {self.drop_path_rate}")
+
+    def _derive_blocks(self) -> tuple[BlockSpec, ...]:
+        num_stages = len(self.depths)
+        dims = [self.embed_dim * 2**s for s in range(num_stages)]
+        heads = [self.num_heads * 2**s for s in range(num_stages)]
+        total = sum(self.depths)
+        pad = tuple(k // 2 for k in self.pool_kernel)
+        stride_kv, thw, specs = self.adaptive_kv_stride, self.patch_grid, []
+        for s, depth in enumerate(self.depths):
+            for j in range(depth):
+                stride_q = self.stride_q[s] if j == 0 else (1, 1, 1)
+                stride_kv = tuple(max(kv // q, 1) for kv, q in zip(stride_kv, stride_q))
+                if self.dim_mul_in_att:
+                    dim_in, dim_out = (dims[s - 1] if j == 0 and s > 0 else dims[s]), dims[s]
+                    attn_dim = dim_out
+                else:
+                    dim_in, dim_out = dims[s], (dims[s + 1] if j == depth - 1 and s < num_stages - 1 else dims[s])
+                    attn_dim = dim_in
+                thw_q = conv_output_size(thw, self.pool_kernel, stride_q, pad)
+                thw_kv = conv_output_size(thw, self.pool_kernel, stride_kv, pad)
+                if min(thw_q) < 1 or min(thw_kv) < 1:
+                    raise ValueError(f"input_size {self.input_size} is too small: block {len(specs)} has grid {thw}")
+                drop_path = self.drop_path_rate * len(specs) / (total - 1) if total > 1 else 0.0
+                specs.append(BlockSpec(dim_in, dim_out, attn_dim, heads[s], stride_q, stride_kv, thw, thw_q, thw_kv,
+                                       drop_path))
+                thw = thw_q
+        return tuple(specs)
+
+
+def _triple(name: str, value: Sequence[int]) -> Triple:
+    values = tuple(int(v) for v in value)
+    if len(values) != 3 or min(values) < 0:
+        raise ValueError(f"{name} must be three non-negative ints (t, h, w), got {value!r}")
+    return values
+
+
+def _rel_pos_index(q_size: int, k_size: int) -> Tensor:
+    """``[q_size, k_size]`` indices into a table of ``2 * max(q_size, k_size) - 1`` offsets.
+
+    When one axis is pooled more than the other, distances are measured on the finer grid (the
+    coarser positions scaled up), as in PySlowFast's ``cal_rel_pos_spatial``.
+    """
+    q_ratio = max(k_size / q_size, 1.0)
+    k_ratio = max(q_size / k_size, 1.0)
+    dist = torch.arange(q_size)[:, None] * q_ratio - torch.arange(k_size)[None, :] * k_ratio
+    return (dist + (k_size - 1) * k_ratio).long()
+
+
+def _channels_last(tokens: Tensor, thw: Triple) -> Tensor:
+    """``tokens [B, T*H*W, C]`` -> ``[B, C, T, H, W]`` in channels_last_3d memory: a free view when
+    each sample's tokens are one dense block (batch 1, or no class token), else one copy."""
+    return tokens.unflatten(1, thw).permute(0, 4, 1, 2, 3).contiguous(memory_format=torch.channels_last_3d)
+
+
+def _tokens(grid: Tensor) -> Tensor:
+    """``grid [B, C, T, H, W]`` -> ``[B, T*H*W, C]``, a view for a channels_last_3d grid."""
+    return grid.permute(0, 2, 3, 4, 1).flatten(1, 3)
+
+
+def _pool(grid: Tensor, convs: Sequence[nn.Conv3d], num_heads: int) -> Tensor:
+    """Depthwise-pool ``grid [B, len(convs) * num_heads * d, T, H, W]`` (channels grouped as
+    conv, head, d), each conv's ``d`` filters shared by all heads as in MViTv2.
+
+    One grouped convolution over all heads (and over K and V together) instead of one call
+    per head. Returns ``[B, channels, T', H', W']`` (channels_last_3d for such an input).
+    """
+    weight = torch.cat([conv.weight.repeat(num_heads, 1, 1, 1, 1) for conv in convs])
+    conv = convs[0]
+    return F.conv3d(grid, weight, None, conv.stride, conv.padding, groups=weight.shape[0])
+
+
+class _PaddedRelPosBias(torch.autograd.Function):
+    """``rel_t [B, n, Nq, kt]`` and ``rel_hw [B, n, Nq, kh*kw]`` -> the additive attention mask
+    ``[B, n, P + Nq, P + kt*kh*kw]``: ``rel_t[q, t] + rel_hw[q, hw]`` for query ``q`` and key
+    ``(t, hw)``, zero on the ``P`` class-token rows and columns.
+
+    Written by one broadcast add straight into the padded buffer: the mask is the largest tensor
+    of the attention, and building it then padding it would write it twice.
+    """
+
+    @staticmethod
+    def forward(ctx, rel_t: Tensor, rel_hw: Tensor, prefix: int) -> Tensor:
+        batch, heads, num_q, kt = rel_t.shape
+        khw = rel_hw.shape[-1]
+        mask = rel_t.new_empty(batch, heads, prefix + num_q, prefix + kt * khw)
+        if prefix:
+            mask[:, :, :prefix].zero_()
+            mask[:, :, prefix:, :prefix].zero_()
+        body = mask[:, :, prefix:, prefix:].unflatten(-1, (kt, khw))
+        torch.add(rel_t[..., :, None], rel_hw[..., None, :], out=body)
+        ctx.shape = (prefix, kt, khw)
+        return mask
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        prefix, kt, khw = ctx.shape
+        body = grad[:, :, prefix:, prefix:].unflatten(-1, (kt, khw))
+        return body.sum(-1), body.sum(-2), None
+
+
+class MultiScaleAttention(nn.Module):
+    """Pooling attention with decomposed relative positions and residual pooling.
+
+    ``forward(x [B, P + N_in, dim_in]) -> (x [B, P + N_q, attn_dim], attention or None)``.
+    """
+
+    def __init__(self, spec: BlockSpec, cfg: MViTConfig) -> None:
+        super().__init__()
+        self.num_heads = spec.num_heads
+        self.head_dim = spec.attn_dim // spec.num_heads
+        self.num_prefix = 1 if cfg.cls_embed else 0
+        self.thw_in, self.thw_q, self.thw_kv = spec.thw_in, spec.thw_q, spec.thw_kv
+        self.residual_pooling = cfg.residual_pooling
+        head_dim, pad = self.head_dim, tuple(k // 2 for k in cfg.pool_kernel)
+        self.qkv = nn.Linear(spec.dim_in, 3 * spec.attn_dim, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(spec.attn_dim, spec.attn_dim)
+        self.pool_q = nn.Conv3d(head_dim, head_dim, cfg.pool_kernel, spec.stride_q, pad, groups=head_dim, bias=False)
+        self.pool_k = nn.Conv3d(head_dim, head_dim, cfg.pool_kernel, spec.stride_kv, pad, groups=head_dim, bias=False)
+        self.pool_v = nn.Conv3d(head_dim, head_dim, cfg.pool_kernel, spec.stride_kv, pad, groups=head_dim, bias=False)
+        self.norm_q = nn.LayerNorm(head_dim, eps=cfg.norm_eps)
+        self.norm_k = nn.LayerNorm(head_dim, eps=cfg.norm_eps)
+        self.norm_v = nn.LayerNorm(head_dim, eps=cfg.norm_eps)
+        (qt, qh, qw), (kt, kh, kw) = self.thw_q, self.thw_kv
+        self.rel_pos_spatial, self.rel_pos_temporal = cfg.rel_pos_spatial, cfg.rel_pos_temporal
+        if cfg.rel_pos_spatial:
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * max(qh, kh) - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * max(qw, kw) - 1, head_dim))
+            self.register_buffer("rel_index_h", _rel_pos_index(qh, kh), persistent=False)
+            self.register_buffer("rel_index_w", _rel_pos_index(qw, kw), persistent=False)
+        if cfg.rel_pos_temporal:
+            self.rel_pos_t = nn.Parameter(torch.zeros(2 * max(qt, kt) - 1, head_dim))
+            self.register_buffer("rel_index_t", _rel_pos_index(qt, kt), persistent=False)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        prefix, dim = self.num_prefix, self.num_heads * self.head_dim
+        # Q and KV from separate matmuls (rows of the one qkv weight) so that each is a dense
+        # [B, N, C] block whose channels_last view the pooling conv reads without a copy.
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q_all = F.linear(x, weight[:dim], None if bias is None else bias[:dim])
+        kv_all = F.linear(x, weight[dim:], None if bias is None else bias[dim:])
+        q_tok = _tokens(_pool(_channels_last(q_all[:, prefix:], self.thw_in), (self.pool_q,), self.num_heads))
+        kv_tok = _tokens(_pool(_channels_last(kv_all[:, prefix:], self.thw_in), (self.pool_k, self.pool_v),
+                               self.num_heads))
+        q = self._to_heads(q_all[:, :prefix], q_tok, self.norm_q)
+        k = self._to_heads(kv_all[:, :prefix, :dim], kv_tok[..., :dim], self.norm_k)
+        v = self._to_heads(kv_all[:, :prefix, dim:], kv_tok[..., dim:], self.norm_v)
+        mask = self._rel_pos_mask(q[:, :, prefix:])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        attention = self._attention_weights(q, k, mask) if return_attention else None
+        if self.residual_pooling:
+            # Residual pooling connection (MViTv2 Sec. 3.2): add the pooled query, except to the class token.
+            residual = out + q
+            if prefix:
+                residual[:, :, :prefix] = out[:, :, :prefix]
+            out = residual
+        # q, k, v live in [B, L, heads, d] memory, and so does SDPA's output: this is a view.
+        return self.proj(out.transpose(1, 2).flatten(2)), attention
+
+    def _to_heads(self, cls: Tensor, tokens: Tensor, norm: nn.LayerNorm) -> Tensor:
+        """``cls [B, P, heads * d]`` and pooled ``tokens [B, N, heads * d]`` -> normed
+        ``[B, heads, P + N, d]`` (a transposed view of ``[B, P + N, heads, d]`` memory)."""
+        if self.num_prefix:
+            tokens = torch.cat([cls, tokens], dim=1)
+        return norm(tokens.unflatten(-1, (self.num_heads, self.head_dim))).transpose(1, 2)
+
+    def _rel_pos_mask(self, q: Tensor) -> Tensor | None:
+        """Decomposed relative-position term for ``q [B, heads, Nq, d]`` (patch queries, unscaled).
+
+        ``bias[q, k] = q . R_h[qh, kh] + q . R_w[qw, kw] + q . R_t[qt, kt]``: three small einsums
+        against the gathered tables, combined once into ``[B, heads, P + Nq, P + Nk]`` (zero on
+        the class-token row and column), the only tensor of attention size built here.
+        """
+        if not (self.rel_pos_spatial or self.rel_pos_temporal):
+            return None
+        (qt, qh, qw), (kt, kh, kw) = self.thw_q, self.thw_kv
+        batch, heads, num_q = q.shape[:3]
+        r_q = q.unflatten(2, (qt, qh, qw))
+
+        def rel(spec: str, table: Tensor, index: Tensor, size: int) -> Tensor:
+            return torch.einsum(spec, r_q, table[index]).reshape(batch, heads, num_q, size)
+
+        if self.rel_pos_spatial:
+            rel_h = rel("bnthwc,hkc->bnthwk", self.rel_pos_h, self.rel_index_h, kh)
+            rel_w = rel("bnthwc,wkc->bnthwk", self.rel_pos_w, self.rel_index_w, kw)
+            rel_hw = (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
+        else:
+            rel_hw = q.new_zeros(batch, heads, num_q, kh * kw)
+        if self.rel_pos_temporal:
+            rel_t = rel("bnthwc,tkc->bnthwk", self.rel_pos_t, self.rel_index_t, kt)
+        else:
+            rel_t = q.new_zeros(batch, heads, num_q, kt)
+        return _PaddedRelPosBias.apply(rel_t, rel_hw, self.num_prefix)
+
+    def _attention_weights(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+        """The softmax SDPA computes, made explicit (SDPA does not return it), over patch tokens:
+        ``[B, heads, Tq, Hq, Wq, Tk, Hk, Wk]``, class-token row and column dropped (rows then sum
+        to 1 minus the weight on the class token)."""
+        scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+        if mask is not None:
+            scores = scores + mask
+        p = self.num_prefix
+        weights = scores.softmax(dim=-1)[:, :, p:, p:]
+        return weights.reshape(*weights.shape[:2], *self.thw_q, *self.thw_kv)
+
+
+class MultiScaleBlock(nn.Module):
+    """``x [B, P + N_in, dim_in] -> (x [B, P + N_q, dim_out], attention or None)``."""
+
+    def __init__(self, spec: BlockSpec, cfg: MViTConfig) -> None:
+        super().__init__()
+        self.spec = spec
+        self.dim_mul_in_att = cfg.dim_mul_in_att
+        self.num_prefix = 1 if cfg.cls_embed else 0
+        self.norm1 = nn.LayerNorm(spec.dim_in, eps=cfg.norm_eps)
+        self.attn = MultiScaleAttention(spec, cfg)
+        self.drop_path = DropPath(spec.drop_path) if spec.drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(spec.attn_dim, eps=cfg.norm_eps)
+        self.mlp = Mlp(spec.attn_dim, int(spec.attn_dim * cfg.mlp_ratio), spec.dim_out)
+        self.proj = nn.Linear(spec.dim_in, spec.dim_out) if spec.dim_in != spec.dim_out else None
+        self.pool_skip = None
+        if any(s > 1 for s in spec.stride_q):
+            kernel = tuple(s + 1 if s > 1 else s for s in spec.stride_q)
+            self.pool_skip = nn.MaxPool3d(kernel, spec.stride_q, tuple(k // 2 for k in kernel))
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        x_norm = self.norm1(x)
+        x_attn, attention = self.attn(x_norm, return_attention)
+        if self.proj is not None and self.dim_mul_in_att:
+            x = self.proj(x_norm)
+        if self.pool_skip is not None:
+            x = self._pool_skip(x)
+        x = x + self.drop_path(x_attn)
+        x_norm = self.norm2(x)
+        x_mlp = self.mlp(x_norm)
+        if self.proj is not None and not self.dim_mul_in_att:
+            x = self.proj(x_norm)
+        return x + self.drop_path(x_mlp), attention
+
+    def _pool_skip(self, x: Tensor) -> Tensor:
+        """Max-pool the residual to the pooled query grid; the class token passes unpooled."""
+        p = self.num_prefix
+        pooled = _tokens(self.pool_skip(_channels_last(x[:, p:], self.spec.thw_in)))
+        return torch.cat([x[:, :p], pooled], dim=1) if p else pooled
+
+
+class MViT(nn.Module):
+    """MViTv2 video backbone.
+
+    ``forward(x [B, 3, T, H, W]) -> tokens [B, T', H', W', C]`` after the final norm, class token
+    dropped; ``x`` must have exactly the ``input_size`` the model was built for (the
+    relative-position tables are sized for it). ``embed_dim`` is ``C`` of the output.
+    """
+
+    weights_formats: ClassVar[dict[str, WeightsFormat]]  # filled below, after the remap functions
+
+    def __init__(self, cfg: MViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_dim = cfg.output_dim
+        self.input_size = cfg.input_size
+        self.output_grid = cfg.output_grid
+        self.num_prefix = 1 if cfg.cls_embed else 0
+        self.patch_embed = PatchEmbed3d(cfg.in_chans, cfg.embed_dim, cfg.patch_kernel, cfg.patch_stride,
+                                        cfg.patch_padding)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.cls_embed else None
+        self.blocks = nn.ModuleList(MultiScaleBlock(spec, cfg) for spec in cfg.blocks)
+        self.norm = nn.LayerNorm(cfg.output_dim, eps=cfg.norm_eps)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for name, param in self.named_parameters():
+            if name == "cls_token" or ".rel_pos_" in name:
+                nn.init.trunc_normal_(param, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Full names of the parameters trained without weight decay: class token and rel-pos tables."""
+        return {name for name, _ in self.named_parameters() if name == "cls_token" or ".rel_pos_" in name}
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Args:
+            x: ``[B, 3, T, H, W]`` float clip, normalised, ``(T, H, W) == self.input_size``.
+            return_attention: also return the last block's attention weights over patch tokens,
+                ``[B, heads, T', H', W', Tk, Hk, Wk]`` (queries on the output grid, keys on the
+                last block's pooled KV grid; class-token row and column dropped).
+
+        Returns:
+            ``tokens [B, T', H', W', C]``, or ``(tokens, attention)`` when ``return_attention``.
+        """
+        self._check_input(x)
+        tokens, _ = self.patch_embed(x)
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        attention = None
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            want = return_attention and i == last
+            if self.cfg.use_checkpoint and self.training and torch.is_grad_enabled():
+                tokens, attention = checkpoint(block, tokens, want, use_reentrant=False)
+            else:
+                tokens, attention = block(tokens, want)
+        tokens = self.norm(tokens)[:, self.num_prefix :]
+        tokens = tokens.reshape(tokens.shape[0], *self.output_grid, self.embed_dim)
+        return (tokens, attention) if return_attention else tokens
+
+    def _check_input(self, x: Tensor) -> None:
+        t, h, w = self.input_size
+        expected = f"[B, {self.cfg.in_chans}, {t}, {h}, {w}]"
+        if not isinstance(x, Tensor) or x.ndim != 5:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"MViT expects a clip shaped {expected} (batch, channels, frames, height, width), "
+                             f"got {got}")
+        if x.shape[1] != self.cfg.in_chans:
+            raise ValueError(f"MViT expects {self.cfg.in_chans} channels, {expected}; got {tuple(x.shape)} "
+                             f"(a [B, T, C, H, W] clip must be permuted to [B, C, T, H, W])")
+        if x.shape[2] != t:
+            shorter = "fewer frames than" if x.shape[2] < t else "more frames than"
+            raise ValueError(f"clip has {x.shape[2]} frames, {shorter} the {t} this model was built for; expected "
+                             f"{expected}, got {tuple(x.shape)}")
+        if tuple(x.shape[3:]) != (h, w):
+            raise ValueError(f"clip is {x.shape[3]}x{x.shape[4]} pixels but this model was built for {h}x{w} "
+                             f"(build it with input_size=({t}, {x.shape[3]}, {x.shape[4]}) to change it); "
+                             f"expected {expected}, got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"MViT expects a float clip, got dtype {x.dtype}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights: one pure remap per source format, each returning a state dict in our names.
+
+# torchvision key -> our key; a key no rule matches passes through unchanged, so the strict
+# loader reports it (e.g. MViTv1's absolute position embeddings: another architecture).
+_TORCHVISION_RULES: tuple[tuple[str, str], ...] = (
+    (r"conv_proj\.(weight|bias)", r"patch_embed.proj.\1"),
+    (r"pos_encoding\.class_token", r"cls_token"),
+    (r"blocks\.(\d+)\.attn\.project\.0\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    (r"blocks\.(\d+)\.attn\.pool_([qkv])\.pool\.weight", r"blocks.\1.attn.pool_\2.weight"),
+    (r"blocks\.(\d+)\.attn\.pool_([qkv])\.norm_act\.0\.(weight|bias)", r"blocks.\1.attn.norm_\2.\3"),
+    (r"blocks\.(\d+)\.mlp\.0\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
+    (r"blocks\.(\d+)\.mlp\.3\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+    (r"blocks\.(\d+)\.project\.(weight|bias)", r"blocks.\1.proj.\2"),
+)
+
+
+def remap_torchvision(state_dict: dict[str, Tensor], model: MViT) -> dict[str, Tensor]:
+    """torchvision ``MViT`` (e.g. ``mvit_v2_s`` Kinetics-400) state dict -> ours.
+
+    Renames (``conv_proj`` -> ``patch_embed.proj``, ``attn.project.0`` -> ``attn.proj``,
+    ``pool_q.pool``/``pool_q.norm_act.0`` -> ``pool_q``/``norm_q``, ``mlp.0``/``mlp.3`` ->
+    ``mlp.fc1``/``mlp.fc2``, ``project`` -> ``proj``), reshapes the class token to ``[1, 1, C]``
+    and resizes relative-position tables to the model's input size. The classifier ``head.*``
+    passes through for the loader to drop and report.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        new_key = key
+        for pattern, replacement in _TORCHVISION_RULES:
+            if re.fullmatch(pattern, key):
+                new_key = re.sub(pattern, replacement, key)
+                break
+        out[new_key] = value.reshape(1, 1, -1) if new_key == "cls_token" else value
+    return _fit_rel_pos(out, model)
+
+
+def remap_slowfast(state_dict: dict[str, Tensor], model: MViT) -> dict[str, Tensor]:
+    """PySlowFast ``MViT`` state dict (the ``model_state`` of e.g. ``MViTv2_S_16x4_k400_f302660347.pyth``)
+    -> ours. The names are the same; relative-position tables are resized to the model's input
+    size and the classifier ``head.projection.*`` passes through for the loader to drop and report."""
+    return _fit_rel_pos(dict(state_dict), model)
+
+
+def remap_bmvit(state_dict: dict[str, Tensor], model: MViT) -> dict[str, Tensor]:
+    """Our own MViT state dict -> ours, relative-position tables resized to the model's input size."""
+    return _fit_rel_pos(dict(state_dict), model)
+
+
+def _fit_rel_pos(state_dict: dict[str, Tensor], model: MViT) -> dict[str, Tensor]:
+    """Linearly resize every ``*.rel_pos_{h,w,t}`` table whose length differs from the model's
+    (e.g. a 224-px checkpoint into a 256-px model). Other shape differences are left for the
+    loader to report."""
+    targets = {name: p.shape for name, p in model.named_parameters() if ".rel_pos_" in name}
+    for key, table in state_dict.items():
+        shape = targets.get(key)
+        if shape is not None and table.ndim == 2 and table.shape[1] == shape[1] and table.shape[0] != shape[0]:
+            state_dict[key] = interpolate_rel_pos(table, shape[0])
+    return state_dict
+
+
+def _looks_torchvision(keys: Collection[str]) -> bool:
+    return "conv_proj.weight" in keys and "pos_encoding.class_token" in keys
+
+
+def _looks_slowfast(keys: Collection[str]) -> bool:
+    return "patch_embed.proj.weight" in keys and "head.projection.weight" in keys
+
+
+def _looks_bmvit(keys: Collection[str]) -> bool:
+    return "patch_embed.proj.weight" in keys and "blocks.0.attn.qkv.weight" in keys
+
+
+MViT.weights_formats = {
+    "torchvision": WeightsFormat("torchvision", remap_torchvision, _looks_torchvision,
+                                 drop=(r"head\.1\.(weight|bias)",)),
+    "slowfast": WeightsFormat("slowfast", remap_slowfast, _looks_slowfast, drop=(r"head\.projection\.(weight|bias)",)),
+    "bmvit": WeightsFormat("bmvit", remap_bmvit, _looks_bmvit),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets. Every MViTConfig field can be overridden: create_backbone("mvitv2_s", drop_path_rate=0.2).
+
+
+def _create(defaults: dict, overrides: dict) -> MViT:
+    fields = {f.name for f in dataclasses.fields(MViTConfig) if f.init}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown MViT config field(s) {unknown}; valid fields: {sorted(fields)}")
+    return MViT(MViTConfig(**{**defaults, **overrides}))
+
+
+@register_backbone
+def mvitv2_s(**overrides) -> MViT:
+    """MViTv2-S in its Kinetics geometry: 16x224, 1/2/11/2 blocks, 96 -> 768 channels, Q pooled at
+    the first block of stages 2, 3 and 4; tokens out 768 x 8 x 7 x 7. 34.2 M parameters."""
+    return _create({}, overrides)
+
+
+@register_backbone
+def bmvit_mvitv2_s(**overrides) -> MViT:
+    """MViTv2-S as BMViT uses it: 16x256 input and the Q pooling at the start of scale5 removed,
+    so the output keeps scale4's grid: 768 x 8 x 16 x 16 (256 candidates per time slice).
+
+    The channel and head doubling at scale5 are kept (SPEC 1.2). The paper does not say what
+    happens to scale5's KV stride; we keep MViTv2's adaptive rule, which, with no Q stride to
+    divide by, leaves it at (1, 2, 2) (keys on an 8x8x8 grid) rather than (1, 1, 1). This is
+    the cheaper choice (about 110 GMACs instead of 120, SPEC 5.2) and every K400 weight still
+    applies. The supplementary's Fig. 3 (attention over "the whole 8x16x16" tokens) hints at KV
+    stride 1 instead; that variant is not built here.
+    """
+    return _create({"input_size": (16, 256, 256), "stride_q": ((1, 1, 1), (1, 2, 2), (1, 2, 2), (1, 1, 1))}, overrides)
+
+
+_TINY = {"input_size": (16, 128, 128), "depths": (1, 1, 2, 1), "embed_dim": 24, "num_heads": 1}
+
+
+@register_backbone
+def mvit_tiny(**overrides) -> MViT:
+    """A 5-block MViTv2 (24 -> 192 channels) at 16x128 for tests and CPU demos; every pooling kept,
+    tokens out 192 x 8 x 4 x 4."""
+    return _create(dict(_TINY), overrides)
+
+
+@register_backbone
+def bmvit_mvit_tiny(**overrides) -> MViT:
+    """``mvit_tiny`` with BMViT's change (no Q pooling at the last stage): tokens out 192 x 8 x 8 x 8."""
+    return _create({**_TINY, "stride_q": ((1, 1, 1), (1, 2, 2), (1, 2, 2), (1, 1, 1))}, overrides)

@@ -1,0 +1,249 @@
+"""MViTv2 backbone: the derived architecture table, the forward contract, checkpointing, bad input,
+and the shared layers. Equality with torchvision's MViT is in test_weights_remap.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bmvit
+from bmvit.models.backbones import Backbone
+from bmvit.models.backbones.layers import DropPath, interpolate_pos_embed_3d, interpolate_rel_pos
+from bmvit.models.backbones.mvit import MViT, MViTConfig, _PaddedRelPosBias, _rel_pos_index
+
+# torchvision's mvit_v2_s block table (torchvision/models/video/mvit.py), written out by hand.
+TV_HEADS = [1, 2, 2] + [4] * 11 + [8, 8]
+TV_IN = [96, 96, 192, 192] + [384] * 11 + [768]
+TV_OUT = [96, 192, 192] + [384] * 11 + [768, 768]
+TV_STRIDE_Q = {1: (1, 2, 2), 3: (1, 2, 2), 14: (1, 2, 2)}
+TV_STRIDE_KV = [(1, 8, 8), (1, 4, 4), (1, 4, 4)] + [(1, 2, 2)] * 11 + [(1, 1, 1), (1, 1, 1)]
+TV_REL_POS_H = [111, 55, 55] + [27] * 12 + [13]  # rows of blocks.{i}.attn.rel_pos_h in torchvision's state dict
+
+TINY = ("mvit_tiny", "bmvit_mvit_tiny")
+
+
+def _tiny(name: str = "mvit_tiny", **overrides) -> MViT:
+    torch.manual_seed(0)
+    return bmvit.create_backbone(name, **overrides)
+
+
+def test_mvitv2_s_config_matches_torchvision_table():
+    cfg = MViTConfig()
+    assert len(cfg.blocks) == 16
+    assert [b.num_heads for b in cfg.blocks] == TV_HEADS
+    assert [b.dim_in for b in cfg.blocks] == TV_IN
+    assert [b.dim_out for b in cfg.blocks] == TV_OUT
+    assert [b.stride_q for b in cfg.blocks] == [TV_STRIDE_Q.get(i, (1, 1, 1)) for i in range(16)]
+    assert [b.stride_kv for b in cfg.blocks] == TV_STRIDE_KV
+    assert cfg.patch_grid == (8, 56, 56) and cfg.output_grid == (8, 7, 7) and cfg.output_dim == 768
+    assert cfg.blocks[0].thw_kv == (8, 7, 7) and cfg.blocks[1].thw_q == (8, 28, 28)
+    assert cfg.blocks[-1].drop_path == 0.0  # default rate 0; the schedule is tested below
+
+
+def test_bmvit_mvitv2_s_removes_last_q_pooling_and_keeps_adaptive_kv():
+    with torch.device("meta"):
+        cfg = bmvit.create_backbone("bmvit_mvitv2_s").cfg
+    assert cfg.input_size == (16, 256, 256)
+    assert cfg.output_grid == (8, 16, 16) and cfg.output_dim == 768
+    assert [b.stride_q for b in cfg.blocks[14:]] == [(1, 1, 1), (1, 1, 1)]
+    assert [b.stride_kv for b in cfg.blocks[14:]] == [(1, 2, 2), (1, 2, 2)]  # SPEC 1.2: adaptive rule gives (1, 2, 2)
+    assert [b.thw_kv for b in cfg.blocks[14:]] == [(8, 8, 8), (8, 8, 8)]
+    assert (cfg.blocks[14].dim_in, cfg.blocks[14].dim_out, cfg.blocks[14].num_heads) == (384, 768, 8)
+
+
+def test_full_presets_parameters_and_rel_pos_shapes():
+    with torch.device("meta"):
+        small = bmvit.create_backbone("mvitv2_s")
+        ours = bmvit.create_backbone("bmvit_mvitv2_s")
+    # torchvision mvit_v2_s has 34,537,744 parameters including its 768x400 Kinetics head.
+    assert sum(p.numel() for p in small.parameters()) == 34_537_744 - (768 * 400 + 400)
+    assert [small.blocks[i].attn.rel_pos_h.shape[0] for i in range(16)] == TV_REL_POS_H
+    assert small.blocks[0].attn.rel_pos_t.shape == (15, 96)
+    assert ours.blocks[0].attn.rel_pos_h.shape == (127, 96)  # 64 query rows at 256 px
+    assert ours.blocks[15].attn.rel_pos_h.shape == (31, 96)  # 16x16 queries, 8x8 keys
+    assert isinstance(ours, Backbone) and ours.embed_dim == 768 and ours.input_size == (16, 256, 256)
+
+
+def test_drop_path_schedule_is_linear():
+    cfg = MViTConfig(depths=(1, 1, 2, 1), embed_dim=8, input_size=(4, 64, 64), drop_path_rate=0.2)
+    assert [round(b.drop_path, 6) for b in cfg.blocks] == [0.0, 0.05, 0.1, 0.15, 0.2]
+
+
+def test_dim_mul_in_mlp_moves_the_doubling_to_the_previous_block():
+    cfg = MViTConfig(depths=(1, 2, 1, 1), embed_dim=8, input_size=(4, 64, 64), dim_mul_in_att=False)
+    assert [(b.dim_in, b.attn_dim, b.dim_out, b.num_heads) for b in cfg.blocks] == [
+        (8, 8, 16, 1), (16, 16, 16, 2), (16, 16, 32, 2), (32, 32, 64, 4), (64, 64, 64, 8)]
+
+
+@pytest.mark.parametrize("config_error", [
+    {"depths": (1, 2), "stride_q": ((1, 1, 1),)},
+    {"embed_dim": 10, "num_heads": 3},
+    {"pool_kernel": (2, 3, 3)},
+    {"input_size": (16, 224)},
+    {"input_size": (16, 0, 224)},
+    {"drop_path_rate": 1.0},
+])
+def test_bad_config_is_a_clear_error(config_error):
+    with pytest.raises(ValueError):
+        MViTConfig(**config_error)
+
+
+def test_rel_pos_index_hand_computed():
+    # 4 queries, 2 keys pooled by 2: distances on the query grid, key j sits at 2j.
+    assert _rel_pos_index(4, 2).tolist() == [[2, 0], [3, 1], [4, 2], [5, 3]]
+    assert _rel_pos_index(3, 3).tolist() == [[2, 1, 0], [3, 2, 1], [4, 3, 2]]
+    # 2 queries pooled by 2, 4 keys: queries scaled up instead.
+    assert _rel_pos_index(2, 4).tolist() == [[3, 2, 1, 0], [5, 4, 3, 2]]
+
+
+def test_padded_rel_pos_bias_matches_broadcast_and_pad_and_its_gradient_is_right():
+    rel_t = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    rel_hw = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    mask = _PaddedRelPosBias.apply(rel_t, rel_hw, 1)
+    naive = torch.nn.functional.pad((rel_t[..., :, None] + rel_hw[..., None, :]).flatten(-2), (1, 0, 1, 0))
+    assert mask.shape == (2, 3, 6, 25)
+    torch.testing.assert_close(mask, naive, atol=0, rtol=0)
+    assert torch.autograd.gradcheck(lambda t, hw: _PaddedRelPosBias.apply(t, hw, 1), (rel_t, rel_hw))
+    assert torch.autograd.gradcheck(lambda t, hw: _PaddedRelPosBias.apply(t, hw, 0), (rel_t, rel_hw))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_forward_contract(name):
+    model = _tiny(name).eval()
+    x = torch.randn(2, 3, *model.input_size)
+    with torch.no_grad():
+        tokens = model(x)
+        single = model(x[1:])
+    assert tokens.shape == (2, *model.output_grid, model.embed_dim)
+    assert torch.isfinite(tokens).all()
+    torch.testing.assert_close(tokens[1:], single, atol=1e-5, rtol=1e-5)  # batched == per sample
+    expected_grid = (8, 4, 4) if name == "mvit_tiny" else (8, 8, 8)
+    assert model.output_grid == expected_grid
+    # final LayerNorm (weight 1, bias 0 at init): every token has zero mean over channels
+    assert tokens.mean(-1).abs().max() < 1e-4
+
+
+def test_return_attention_matches_plain_forward_and_is_a_distribution():
+    model = _tiny("bmvit_mvit_tiny", cls_embed=False).eval()
+    x = torch.randn(1, 3, *model.input_size)
+    with torch.no_grad():
+        tokens, attention = model(x, return_attention=True)
+        plain = model(x)
+    torch.testing.assert_close(tokens, plain)
+    heads, kv = model.cfg.blocks[-1].num_heads, model.cfg.blocks[-1].thw_kv
+    assert attention.shape == (1, heads, *model.output_grid, *kv)
+    # no class token: every query's weights over the keys sum to one
+    torch.testing.assert_close(attention.flatten(-3).sum(-1), torch.ones(1, heads, *model.output_grid))
+
+
+def test_training_mode_without_drop_path_gives_the_inference_numbers():
+    model = _tiny("bmvit_mvit_tiny")
+    x = torch.randn(2, 3, *model.input_size)
+    with torch.no_grad():
+        expected = model.eval()(x)
+    torch.testing.assert_close(model.train()(x), expected, atol=1e-5, rtol=1e-5)  # autograd path (math SDPA)
+
+
+@pytest.mark.parametrize("flags", [{"rel_pos_spatial": False}, {"rel_pos_temporal": False},
+                                   {"rel_pos_spatial": False, "rel_pos_temporal": False, "residual_pooling": False}])
+def test_optional_parts_can_be_switched_off(flags):
+    model = _tiny(**flags).eval()
+    names = {n for n, _ in model.named_parameters()}
+    assert ("blocks.0.attn.rel_pos_h" in names) == flags.get("rel_pos_spatial", True)
+    assert ("blocks.0.attn.rel_pos_t" in names) == flags.get("rel_pos_temporal", True)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, *model.input_size))).all()
+
+
+def test_return_attention_with_class_token_drops_its_column():
+    model = _tiny("bmvit_mvit_tiny").eval()
+    with torch.no_grad():
+        _, attention = model(torch.randn(1, 3, *model.input_size), return_attention=True)
+    sums = attention.flatten(-3).sum(-1)
+    assert (attention >= 0).all() and (sums < 1).all() and (sums > 0.5).all()
+
+
+def test_checkpointing_gives_the_same_gradients_and_reaches_every_parameter():
+    grads = []
+    for use_checkpoint in (False, True):
+        model = _tiny("bmvit_mvit_tiny", drop_path_rate=0.3, use_checkpoint=use_checkpoint).train()
+        torch.manual_seed(1)  # same clip and the same drop-path draws in both runs
+        x = torch.randn(2, 3, *model.input_size)
+        model(x).square().mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    plain, checkpointed = grads
+    for name, grad in plain.items():
+        assert grad is not None and torch.isfinite(grad).all(), name
+        assert grad.abs().sum() > 0, f"no gradient reaches {name}"
+        torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=1e-5)
+
+
+def test_overrides_resize_the_model_and_accept_lists():
+    model = _tiny(input_size=[8, 96, 96], stride_q=[[1, 1, 1], [1, 2, 2], [1, 2, 2], [1, 2, 2]])
+    assert model.input_size == (8, 96, 96) and model.output_grid == (4, 3, 3)
+    assert model.blocks[0].attn.rel_pos_h.shape[0] == 2 * 24 - 1
+    assert model.blocks[0].attn.rel_pos_t.shape[0] == 2 * 4 - 1
+    with pytest.raises(ValueError, match="unknown MViT config field"):
+        bmvit.create_backbone("mvit_tiny", depth=3)
+
+
+def test_no_weight_decay_names_class_token_and_rel_pos_tables():
+    model = _tiny()
+    names = model.no_weight_decay()
+    assert "cls_token" in names and "blocks.0.attn.rel_pos_h" in names and "blocks.4.attn.rel_pos_t" in names
+    assert names <= {n for n, _ in model.named_parameters()}
+    assert not any("qkv" in n for n in names)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((3, 16, 128, 128), "expects a clip shaped"),
+    ((1, 1, 16, 128, 128), "expects 3 channels"),
+    ((1, 3, 8, 128, 128), "8 frames, fewer frames than the 16"),
+    ((1, 3, 16, 112, 128), "112x128 pixels but this model was built for 128x128"),
+])
+def test_bad_input_says_expected_and_given(shape, message):
+    model = _tiny()
+    with pytest.raises(ValueError, match=message) as err:
+        model(torch.zeros(shape))
+    assert "[B, 3, 16, 128, 128]" in str(err.value) and str(tuple(shape)) in str(err.value)
+
+
+def test_integer_clip_is_rejected():
+    with pytest.raises(ValueError, match="float clip"):
+        _tiny()(torch.zeros(1, 3, 16, 128, 128, dtype=torch.uint8))
+
+
+# --- shared layers ---------------------------------------------------------------------------
+
+
+def test_interpolate_rel_pos_hand_computed():
+    table = torch.tensor([[0.0], [1.0], [2.0]])
+    # align_corners=False: output i samples source (i + 0.5) * 3 / 5 - 0.5, clamped to [0, 2]
+    torch.testing.assert_close(interpolate_rel_pos(table, 5)[:, 0], torch.tensor([0.0, 0.4, 1.0, 1.6, 2.0]))
+    assert interpolate_rel_pos(table, 3) is table
+    with pytest.raises(ValueError, match=r"\[L, C\]"):
+        interpolate_rel_pos(torch.zeros(3), 5)
+
+
+def test_interpolate_pos_embed_3d_keeps_prefix_and_constant_fields():
+    grid = torch.full((1, 2 * 3 * 3, 4), 0.5)
+    pos = torch.cat([torch.arange(4.0).view(1, 1, 4), grid], dim=1)
+    out = interpolate_pos_embed_3d(pos, (2, 3, 3), (4, 5, 5), num_prefix_tokens=1)
+    assert out.shape == (1, 1 + 4 * 5 * 5, 4)
+    torch.testing.assert_close(out[:, :1], pos[:, :1])
+    torch.testing.assert_close(out[:, 1:], torch.full((1, 100, 4), 0.5))
+    assert interpolate_pos_embed_3d(pos, (2, 3, 3), (2, 3, 3), 1) is pos
+    with pytest.raises(ValueError, match="grid"):
+        interpolate_pos_embed_3d(pos, (2, 3, 4), (2, 3, 3), 1)
+
+
+def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
+    layer = DropPath(0.5).train()
+    torch.manual_seed(0)
+    out = layer(torch.ones(4000, 3))
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    assert (out[:, 0] == out[:, 1]).all()  # one draw per sample
+    assert abs(out.mean().item() - 1.0) < 0.05
+    assert torch.equal(layer.eval()(torch.ones(5, 3)), torch.ones(5, 3))
+    with pytest.raises(ValueError):
+        DropPath(1.0)
