@@ -1,0 +1,203 @@
+"""The set criterion of BMViT: Hungarian matching, then actor, box and action losses.
+
+Adapted from DETR (facebookresearch/detr, models/detr.py, ``SetCriterion``); changes: a 2-way
+actor/no-actor cross-entropy replaces the (K+1)-way class loss, a multi-label action loss (BCE or
+sigmoid focal) on matched tokens, no auxiliary decoder losses (there is no decoder), matching
+indices can be passed in, and persons without a trained class are non-actors (DESIGN.md).
+
+Loss (DESIGN.md "Decisions where the paper is silent"; the paper's Eq. 3 is not available)::
+
+    loss = w_actor * CE_actor + w_bbox * L1 + w_giou * (1 - GIoU) + w_action * L_action
+
+- ``CE_actor``: 2-way cross-entropy over *all* candidate tokens; matched tokens target class 0
+  (actor), the rest class 1 (no-actor) with weight ``eos_coef``. As in DETR it is the weighted mean
+  over the tokens (divided by the sum of the per-token class weights), not divided by ``num_boxes``.
+- ``L1``, ``1 - GIoU``: matched tokens only, summed over the box coordinates / boxes and divided by
+  ``num_boxes``.
+- ``L_action``: matched tokens only, BCE (or focal) *summed over the C classes* per box and divided
+  by ``num_boxes``, i.e. a per-actor loss like DETR's box terms. A mean over classes (PySlowFast's
+  ``BCELoss`` reduction) would make it ~C times smaller than the box terms; with the sum, weight 1
+  puts it at the same order as ``5 * L1 + 2 * GIoU`` at the start of training.
+- ``num_boxes``: ground-truth actors of the batch summed over all processes, divided by the world
+  size (DDP averages gradients over processes), at least 1. So the box and action terms are the
+  mean per actor over the global batch, whatever the split across processes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bmvit.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from bmvit.matcher import HungarianMatcher, MatchIndices
+
+ACTION_LOSSES: tuple[str, ...] = ("bce", "focal")
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Element-wise sigmoid focal loss (Lin et al., ICCV 2017), same shape as ``logits``.
+
+    ``FL = alpha_t * (1 - p_t) ** gamma * BCE``, with ``p_t`` the probability given to the true
+    label and ``alpha_t = alpha`` for positives, ``1 - alpha`` for negatives; ``alpha < 0``
+    disables the balancing factor.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = logits.sigmoid()
+    p_true = p * targets + (1 - p) * (1 - targets)
+    loss = bce * (1 - p_true) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+class SetCriterion(nn.Module):
+    """Losses of BMViT for one batch.
+
+    Args:
+        matcher: assigns tokens to actors (``HungarianMatcher``).
+        num_classes: C, the width of ``pred_actions`` and of the targets' ``labels``.
+        eos_coef: weight of the no-actor class in the actor cross-entropy.
+        weight_actor, weight_bbox, weight_giou, weight_action: weights of the four terms.
+        action_loss: ``"bce"`` or ``"focal"`` (sigmoid focal with ``focal_alpha``, ``focal_gamma``).
+    """
+
+    def __init__(
+        self,
+        matcher: HungarianMatcher,
+        num_classes: int,
+        eos_coef: float = 0.1,
+        weight_actor: float = 1.0,
+        weight_bbox: float = 5.0,
+        weight_giou: float = 2.0,
+        weight_action: float = 1.0,
+        action_loss: str = "bce",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if action_loss not in ACTION_LOSSES:
+            raise ValueError(f"action_loss must be one of {ACTION_LOSSES}, got {action_loss!r}")
+        if not 0.0 < eos_coef <= 1.0:
+            raise ValueError(f"eos_coef must be in (0, 1], got {eos_coef}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.matcher = matcher
+        self.num_classes = num_classes
+        self.action_loss = action_loss
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.weight_dict = {"loss_actor": weight_actor, "loss_bbox": weight_bbox, "loss_giou": weight_giou,
+                            "loss_action": weight_action}
+        negative = {k: v for k, v in self.weight_dict.items() if v < 0}
+        if negative:
+            raise ValueError(f"SetCriterion weights must be >= 0, got {negative}")
+        self.register_buffer("actor_class_weight", torch.tensor([1.0, eos_coef]), persistent=False)
+
+    @torch.no_grad()
+    def match(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> MatchIndices:
+        """Hungarian matching of tokens to actors; indices refer to the rows of ``targets``.
+
+        A target row whose ``labels`` has no positive class is a person but not an actor: it is
+        left out of matching, so no token is trained to detect it (its tokens stay "no-actor").
+        """
+        self._check(outputs, targets)
+        actor_rows = [_actor_rows(t["labels"]) for t in targets]
+        actor_targets = [{k: t[k][rows] for k in ("boxes", "labels")} for t, rows in zip(targets, actor_rows)]
+        indices = self.matcher(outputs, actor_targets)
+        return [(pred_idx, rows.cpu()[tgt_idx]) for (pred_idx, tgt_idx), rows in zip(indices, actor_rows)]
+
+    def forward(
+        self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: MatchIndices | None = None
+    ) -> dict[str, Tensor]:
+        """Compute the losses.
+
+        Args:
+            outputs: ``pred_boxes [B, N, 4]`` normalised cxcywh, ``pred_actor [B, N, 2]`` logits
+                (index 0 = actor), ``pred_actions [B, N, C]`` logits.
+            targets: ``B`` dicts with ``boxes [M_b, 4]`` normalised cxcywh and ``labels [M_b, C]``
+                multi-hot float. ``M_b`` may be 0.
+            indices: the result of ``self.match(outputs, targets)`` when the caller already has it
+                (e.g. to log the matching); computed here otherwise.
+
+        Returns:
+            Weighted ``loss_actor``, ``loss_bbox``, ``loss_giou``, ``loss_action`` (unweighted =
+            weighted / ``self.weight_dict[name]``) and their sum ``loss``, all scalar tensors.
+        """
+        if indices is None:
+            indices = self.match(outputs, targets)
+        else:
+            self._check(outputs, targets)
+        device = outputs["pred_boxes"].device
+        num_boxes = self._num_boxes(targets, device)
+        batch_idx = torch.cat([torch.full_like(pred, b) for b, (pred, _) in enumerate(indices)]).to(device)
+        token_idx = torch.cat([pred for pred, _ in indices]).to(device)
+        src_boxes = outputs["pred_boxes"][batch_idx, token_idx]  # [K, 4], K matched tokens
+        src_actions = outputs["pred_actions"][batch_idx, token_idx]  # [K, C]
+
+        losses = {
+            "loss_actor": self._actor_loss(outputs["pred_actor"], batch_idx, token_idx),
+            **self._box_losses(src_boxes, _matched(targets, indices, "boxes"), num_boxes),
+            "loss_action": self._action_loss(src_actions, _matched(targets, indices, "labels"), num_boxes),
+        }
+        losses = {name: self.weight_dict[name] * value for name, value in losses.items()}
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def _actor_loss(self, pred_actor: Tensor, batch_idx: Tensor, token_idx: Tensor) -> Tensor:
+        target_classes = torch.ones(pred_actor.shape[:2], dtype=torch.int64, device=pred_actor.device)
+        target_classes[batch_idx, token_idx] = 0
+        return F.cross_entropy(pred_actor.float().transpose(1, 2), target_classes, weight=self.actor_class_weight)
+
+    def _box_losses(self, src_boxes: Tensor, tgt_boxes: Tensor, num_boxes: float) -> dict[str, Tensor]:
+        # Empty matchings still go through these ops, so every head stays in the autograd graph
+        # (with zero gradient): DDP expects the same parameters to get gradients on every rank.
+        src_boxes, tgt_boxes = src_boxes.float(), tgt_boxes.to(src_boxes.device, torch.float32)
+        loss_bbox = F.l1_loss(src_boxes, tgt_boxes, reduction="none").sum() / num_boxes
+        giou = generalized_box_iou(box_cxcywh_to_xyxy(src_boxes), box_cxcywh_to_xyxy(tgt_boxes)).diagonal()
+        return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
+
+    def _action_loss(self, src_logits: Tensor, tgt_labels: Tensor, num_boxes: float) -> Tensor:
+        src_logits, tgt_labels = src_logits.float(), tgt_labels.to(src_logits.device, torch.float32)
+        if self.action_loss == "focal":
+            loss = sigmoid_focal_loss(src_logits, tgt_labels, self.focal_alpha, self.focal_gamma)
+        else:
+            loss = F.binary_cross_entropy_with_logits(src_logits, tgt_labels, reduction="none")
+        return loss.sum() / num_boxes
+
+    @staticmethod
+    def _num_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
+        count = sum(int(_actor_rows(t["labels"]).numel()) for t in targets)
+        num_boxes = torch.tensor(float(count), device=device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(num_boxes)
+            num_boxes = num_boxes / dist.get_world_size()
+        return max(float(num_boxes), 1.0)
+
+    def _check(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> None:
+        if "pred_actions" not in outputs:
+            raise KeyError(f"model outputs lack 'pred_actions'; got keys {sorted(outputs)}")
+        if outputs["pred_actions"].shape[-1] != self.num_classes:
+            raise ValueError(f"pred_actions has {outputs['pred_actions'].shape[-1]} classes, "
+                             f"the criterion was built for {self.num_classes}")
+        for b, target in enumerate(targets):
+            for key in ("boxes", "labels"):
+                if key not in target:
+                    raise KeyError(f"targets[{b}] has no {key!r}; got keys {sorted(target)}")
+            boxes, labels = target["boxes"], target["labels"]
+            if boxes.ndim != 2 or labels.ndim != 2 or len(boxes) != len(labels) or labels.shape[1] != self.num_classes:
+                raise ValueError(f"targets[{b}] must have boxes [M, 4] and labels [M, {self.num_classes}], "
+                                 f"got boxes {tuple(boxes.shape)} and labels {tuple(labels.shape)}")
+
+
+def _actor_rows(labels: Tensor) -> Tensor:
+    """Indices of the rows of a multi-hot ``[M, C]`` label matrix with at least one positive class."""
+    if labels.ndim != 2:
+        raise ValueError(f"target labels must be [M, C] multi-hot, got {tuple(labels.shape)}")
+    return torch.nonzero(labels.sum(-1) > 0).flatten()
+
+
+def _matched(targets: list[dict[str, Tensor]], indices: MatchIndices, key: str) -> Tensor:
+    """``targets[b][key]`` rows in matching order, concatenated over the batch."""
+    return torch.cat([t[key][tgt_idx.to(t[key].device)] for t, (_, tgt_idx) in zip(targets, indices)])

@@ -1,0 +1,68 @@
+"""From model logits to scored detections: the only place with softmax, sigmoid, threshold and top-k.
+
+Shared by evaluation and the predictor, so both score tokens the same way (DESIGN.md, "Inference"):
+
+- ``p_actor = softmax(pred_actor)[..., 0]``; a token is kept when ``p_actor > threshold``
+  (the paper's p(alpha) > theta; supplementary Fig. 3).
+- ``score(box, class) = p_actor * sigmoid(pred_actions[class])``: the chance that the token is an
+  actor *and* does the action, so a confident action on an unlikely actor ranks low.
+- No NMS: one-to-one matching trains duplicate tokens towards "no-actor".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bmvit.box_ops import box_cxcywh_to_xyxy
+
+
+class PostProcess(nn.Module):
+    """Turn ``BMViT`` outputs into per-clip detections.
+
+    Args:
+        threshold: keep tokens whose actor probability is strictly greater than this, in [0, 1).
+        top_k: keep at most this many tokens per clip (the highest actor scores); ``None`` = all.
+    """
+
+    def __init__(self, threshold: float = 0.3, top_k: int | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        self.threshold = threshold
+        self.top_k = top_k
+
+    @torch.no_grad()
+    def forward(self, outputs: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        """Score, threshold and sort the candidate tokens of each clip.
+
+        Args:
+            outputs: ``pred_boxes [B, N, 4]`` normalised cxcywh, ``pred_actor [B, N, 2]`` logits
+                (index 0 = actor), ``pred_actions [B, N, C]`` logits.
+
+        Returns:
+            ``B`` dicts, tokens sorted by decreasing actor score (ties keep token order):
+            ``token_indices [K]`` int64 (index into the N candidates), ``boxes_xyxy [K, 4]``
+            normalised to the key frame and clamped to [0, 1], ``actor_scores [K]`` = p_actor,
+            ``action_scores [K, C]`` = p_actor * sigmoid(action logits). All float32.
+        """
+        missing = [k for k in ("pred_boxes", "pred_actor", "pred_actions") if k not in outputs]
+        if missing:
+            raise KeyError(f"model outputs lack {missing}; got keys {sorted(outputs)}")
+        p_actor = outputs["pred_actor"].float().softmax(-1)[..., 0]  # [B, N]
+        action_scores = p_actor[..., None] * outputs["pred_actions"].float().sigmoid()  # [B, N, C]
+        boxes_xyxy = box_cxcywh_to_xyxy(outputs["pred_boxes"].float()).clamp(0.0, 1.0)  # [B, N, 4]
+        results = []
+        for b in range(p_actor.shape[0]):
+            keep = torch.nonzero(p_actor[b] > self.threshold).flatten()
+            order = torch.sort(p_actor[b, keep], descending=True, stable=True).indices
+            keep = keep[order[: self.top_k]]
+            results.append({
+                "token_indices": keep,
+                "boxes_xyxy": boxes_xyxy[b, keep],
+                "actor_scores": p_actor[b, keep],
+                "action_scores": action_scores[b, keep],
+            })
+        return results

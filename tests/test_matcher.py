@@ -1,0 +1,159 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from bmvit.matcher import HungarianMatcher
+
+
+def _actor_logits(p_actor: list[float]) -> torch.Tensor:
+    # softmax([log p, log(1 - p)])[0] = p exactly.
+    p = torch.tensor(p_actor)
+    return torch.stack((p.log(), (1 - p).log()), dim=-1)
+
+
+def _random_case(g: torch.Generator, batch: int, num_tokens: int, sizes: list[int], num_classes: int = 4):
+    outputs = {
+        "pred_boxes": torch.cat((torch.rand(batch, num_tokens, 2, generator=g) * 0.6 + 0.2,
+                                 torch.rand(batch, num_tokens, 2, generator=g) * 0.3 + 0.05), dim=-1),
+        "pred_actor": torch.randn(batch, num_tokens, 2, generator=g),
+        "pred_actions": torch.randn(batch, num_tokens, num_classes, generator=g),
+    }
+    targets = []
+    for m in sizes:
+        centres = torch.rand(m, 2, generator=g) * 0.6 + 0.2
+        sizes_wh = torch.rand(m, 2, generator=g) * 0.3 + 0.05
+        labels = (torch.rand(m, num_classes, generator=g) < 0.4).float()
+        labels[:, 0] = 1.0  # every target is an actor
+        targets.append({"boxes": torch.cat((centres, sizes_wh), -1), "labels": labels})
+    return outputs, targets
+
+
+def _total_cost(cost: torch.Tensor, pred_idx: torch.Tensor, tgt_idx: torch.Tensor) -> float:
+    return float(cost[pred_idx, tgt_idx].sum())
+
+
+def test_hand_computed_3x2_case():
+    # Targets A = xyxy (0, 0, .5, .5), B = (.5, .5, 1, 1); tokens: P0 = A, P1 = B, P2 = (.25, .25, .75, .75).
+    boxes_t = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]])
+    outputs = {
+        "pred_boxes": torch.tensor([[[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]]),
+        "pred_actor": _actor_logits([0.2, 0.9, 0.6])[None],
+    }
+    targets = [{"boxes": boxes_t, "labels": torch.ones(2, 3)}]
+    # GIoU(A, B): IoU 0, union .5, enclosing 1 -> -0.5.  GIoU(P2, A) = GIoU(P2, B):
+    # inter 1/16, union 7/16, enclosing 9/16 -> 1/7 - 2/9.
+    giou_p2 = 1 / 7 - 2 / 9
+    expected = torch.tensor([
+        [-0.2 + 0 - 2 * 1, -0.2 + 5 * 1.0 - 2 * -0.5],
+        [-0.9 + 5 * 1.0 - 2 * -0.5, -0.9 + 0 - 2 * 1],
+        [-0.6 + 5 * 0.5 - 2 * giou_p2, -0.6 + 5 * 0.5 - 2 * giou_p2],
+    ])
+    matcher = HungarianMatcher(cost_actor=1.0, cost_bbox=5.0, cost_giou=2.0)
+    assert torch.allclose(matcher.cost_matrix(outputs, targets)[0], expected, atol=1e-6)
+    (pred_idx, tgt_idx), = matcher(outputs, targets)
+    assert pred_idx.tolist() == [0, 1] and tgt_idx.tolist() == [0, 1]
+    assert pred_idx.dtype == tgt_idx.dtype == torch.int64
+
+    # With the box terms off only p_actor counts: the two most confident tokens win, P1 and P2.
+    (pred_idx, _), = HungarianMatcher(cost_actor=1.0, cost_bbox=0.0, cost_giou=0.0)(outputs, targets)
+    assert pred_idx.tolist() == [1, 2]
+
+
+def test_action_cost_is_minus_mean_probability_of_positive_classes():
+    outputs = {
+        "pred_boxes": torch.full((1, 2, 4), 0.5),
+        "pred_actor": torch.zeros(1, 2, 2),
+        "pred_actions": torch.tensor([[[0.0, 2.0, -1.0], [1.0, 0.0, 0.0]]]),
+    }
+    labels = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    targets = [{"boxes": torch.full((3, 4), 0.5), "labels": labels}]
+    base = HungarianMatcher(1.0, 5.0, 2.0, 0.0).cost_matrix(outputs, targets)
+    with_action = HungarianMatcher(1.0, 5.0, 2.0, 3.0).cost_matrix(outputs, targets)
+    s = torch.sigmoid
+    expected = -torch.tensor([
+        [(s(torch.tensor(0.0)) + s(torch.tensor(2.0))) / 2, s(torch.tensor(-1.0)), 0.0],
+        [(s(torch.tensor(1.0)) + s(torch.tensor(0.0))) / 2, s(torch.tensor(0.0)), 0.0],
+    ])
+    assert torch.allclose(with_action - base, 3.0 * expected[None], atol=1e-6)
+
+
+@pytest.mark.parametrize("cost_action", [0.0, 1.0])
+def test_optimal_against_brute_force(cost_action):
+    g = torch.Generator().manual_seed(0)
+    matcher = HungarianMatcher(cost_action=cost_action)
+    for trial in range(30):
+        num_tokens = 2 + trial % 4
+        num_targets = 1 + trial % 6  # sometimes more actors than tokens
+        outputs, targets = _random_case(g, 1, num_tokens, [num_targets])
+        cost = matcher.cost_matrix(outputs, targets)[0]
+        (pred_idx, tgt_idx), = matcher(outputs, targets)
+        assert len(pred_idx) == min(num_tokens, num_targets)
+        assert len(set(pred_idx.tolist())) == len(pred_idx) and len(set(tgt_idx.tolist())) == len(tgt_idx)
+        if num_targets <= num_tokens:
+            best = min(sum(float(cost[p, j]) for j, p in enumerate(perm))
+                       for perm in itertools.permutations(range(num_tokens), num_targets))
+        else:
+            best = min(sum(float(cost[i, j]) for i, j in enumerate(perm))
+                       for perm in itertools.permutations(range(num_targets), num_tokens))
+        assert _total_cost(cost, pred_idx, tgt_idx) == pytest.approx(best, abs=1e-5)
+
+
+def test_batched_equals_per_sample():
+    g = torch.Generator().manual_seed(1)
+    sizes = [3, 0, 5, 1]
+    outputs, targets = _random_case(g, len(sizes), 12, sizes)
+    matcher = HungarianMatcher(cost_action=0.5)
+    batched = matcher(outputs, targets)
+    for b in range(len(sizes)):
+        single = matcher({k: v[b : b + 1] for k, v in outputs.items()}, [targets[b]])[0]
+        assert torch.equal(batched[b][0], single[0]) and torch.equal(batched[b][1], single[1])
+    assert [len(p) for p, _ in batched] == sizes
+
+
+def test_empty_targets_for_one_and_for_all_samples():
+    g = torch.Generator().manual_seed(2)
+    outputs, targets = _random_case(g, 3, 6, [2, 0, 1])
+    indices = HungarianMatcher()(outputs, targets)
+    assert [len(p) for p, _ in indices] == [2, 0, 1]
+    assert indices[1][0].dtype == torch.int64 and indices[1][1].dtype == torch.int64
+
+    outputs, targets = _random_case(g, 3, 6, [0, 0, 0])
+    indices = HungarianMatcher(cost_action=1.0)(outputs, targets)
+    assert all(len(p) == 0 and len(t) == 0 for p, t in indices)
+
+
+def test_invariant_to_target_order():
+    g = torch.Generator().manual_seed(3)
+    outputs, targets = _random_case(g, 2, 10, [4, 6])
+    matcher = HungarianMatcher(cost_action=1.0)
+    original = matcher(outputs, targets)
+    perms = [torch.randperm(len(t["boxes"]), generator=g) for t in targets]
+    shuffled_targets = [{k: v[p] for k, v in t.items()} for t, p in zip(targets, perms)]
+    shuffled = matcher(outputs, shuffled_targets)
+    for (pred_a, tgt_a), (pred_b, tgt_b), perm in zip(original, shuffled, perms):
+        # Row k of the shuffled targets is row perm[k] of the original ones.
+        assert dict(zip(pred_a.tolist(), tgt_a.tolist())) == dict(zip(pred_b.tolist(), perm[tgt_b].tolist()))
+
+
+def test_bad_inputs_give_clear_errors():
+    g = torch.Generator().manual_seed(4)
+    outputs, targets = _random_case(g, 2, 4, [1, 1])
+    matcher = HungarianMatcher()
+    with pytest.raises(ValueError, match="2 targets for a batch of 1"):
+        matcher({k: v[:1] for k, v in outputs.items()}, targets)
+    with pytest.raises(ValueError, match=r"targets\[1\]\['boxes'\] must be \[M, 4\]"):
+        matcher(outputs, [targets[0], {"boxes": torch.zeros(4), "labels": torch.zeros(1, 4)}])
+    with pytest.raises(ValueError, match=r"labels.*must be \[1, 4\]"):
+        matcher(outputs, [targets[0], {"boxes": torch.rand(1, 4), "labels": torch.zeros(1, 7)}])
+    with pytest.raises(KeyError, match="pred_actor"):
+        matcher({"pred_boxes": outputs["pred_boxes"]}, targets)
+    bad = dict(outputs, pred_actor=outputs["pred_actor"].clone())
+    bad["pred_actor"][0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        matcher(bad, targets)
+    with pytest.raises(ValueError, match=">= 0"):
+        HungarianMatcher(cost_bbox=-1.0)
+    with pytest.raises(ValueError, match="non-zero"):
+        HungarianMatcher(0.0, 0.0, 0.0, 0.0)
