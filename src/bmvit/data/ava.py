@@ -1,0 +1,686 @@
+"""Readers for AVA's file formats: box CSVs, the label-map ``.pbtxt``, excluded timestamps, frame lists.
+
+Pure functions over files: nothing here decodes video or touches torch. The formats are the official
+ones (https://research.google.com/ava/download.html) and PySlowFast's (``slowfast/datasets/ava_helper.py``):
+
+- box CSV, one row per (person box, action): ``video_id, timestamp, x1, y1, x2, y2, action_id, person_id``
+  for annotations, ``..., action_id, score`` for detections. Boxes are ``xyxy`` normalised to [0, 1] of
+  the frame; timestamps are whole seconds of the original movie (``0902`` and ``902`` are the same).
+  PySlowFast's person-box files leave ``action_id`` empty: it reads as -1.
+- label map: ``item { name: "..." id: N }`` blocks, one field per line (official) or on one line;
+  ``label { name: ... label_id: N }`` (the 80-class AVA list) and ``display_name`` are accepted too.
+- excluded timestamps: ``video_id, timestamp``.
+- frame lists: space separated ``original_video_id video_idx frame_id path labels`` with a header line.
+
+Bad input raises ``ValueError`` naming the file, the 1-based line and the problem. With
+``skip_bad=True`` the box readers log each bad row on the ``bmvit.data`` logger instead, count them and
+report the count in ``BoxRows.skipped``; nothing is ever dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+logger = logging.getLogger("bmvit.data")
+
+PathLike = str | os.PathLike
+
+AVA_VALID_SECONDS = (902, 1798)
+"""AVA's annotated key-frame seconds, inclusive (PySlowFast's ``AVA_VALID_FRAMES = range(902, 1799)``)."""
+
+_MAX_LOGGED_SKIPS = 10  # per file: beyond this, skipped rows are logged at DEBUG and only counted
+
+
+@dataclass(frozen=True, eq=False)
+class BoxRows:
+    """The rows of an AVA box CSV, column-wise: one row per (box, action).
+
+    Attributes:
+        path: the file the rows come from.
+        video_ids: [N] str.
+        timestamps: [N] int64 seconds.
+        boxes_xyxy: [N, 4] float64, normalised x1, y1, x2, y2.
+        action_ids: [N] int64; -1 where the column is empty.
+        extra: [N] float64: person_id for annotations, score for detections; NaN where absent.
+        lines: [N] int64 1-based line numbers in ``path`` (for error messages downstream).
+        skipped: number of bad rows skipped (only non-zero with ``skip_bad=True``).
+    """
+
+    path: str
+    video_ids: np.ndarray
+    timestamps: np.ndarray
+    boxes_xyxy: np.ndarray
+    action_ids: np.ndarray
+    extra: np.ndarray
+    lines: np.ndarray
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return int(self.timestamps.shape[0])
+
+    def select(self, mask_or_index: np.ndarray) -> BoxRows:
+        """Rows picked by a boolean mask or an index array (``skipped`` is kept)."""
+        return BoxRows(
+            path=self.path,
+            video_ids=self.video_ids[mask_or_index],
+            timestamps=self.timestamps[mask_or_index],
+            boxes_xyxy=self.boxes_xyxy[mask_or_index],
+            action_ids=self.action_ids[mask_or_index],
+            extra=self.extra[mask_or_index],
+            lines=self.lines[mask_or_index],
+            skipped=self.skipped,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class KeyFrame:
+    """The people of one key frame.
+
+    Attributes:
+        video_id: the video.
+        timestamp: AVA: the key frame's second of the movie; frame-annotated datasets: the 1-based
+            frame number.
+        boxes_xyxy: [P, 4] float64, normalised x1, y1, x2, y2 of the key frame.
+        action_ids: P sorted tuples of the person's action ids (empty tuple: no action).
+        person_ids: [P] int64, -1 where the file gives none.
+        labels: [P, C] float32 multi-hot over the ``class_ids`` given to ``group_by_keyframe``
+            (column j is ``class_ids[j]``), or None when none were given.
+        frame_index: the key frame's 0-based index in its frame source when the dataset is annotated
+            per frame (UCF101-24, JHMDB-21); None for AVA, where it follows from the timestamp.
+    """
+
+    video_id: str
+    timestamp: int
+    boxes_xyxy: np.ndarray
+    action_ids: tuple[tuple[int, ...], ...]
+    person_ids: np.ndarray
+    labels: np.ndarray | None = None
+    frame_index: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.boxes_xyxy.shape[0])
+
+
+@dataclass
+class _Problems:
+    """Bad rows found while parsing: row index -> first problem (rows are 0-based into the parsed list)."""
+
+    by_row: dict[int, str] = field(default_factory=dict)
+
+    def add(self, rows: np.ndarray, message_for_row) -> None:
+        for r in rows.tolist():
+            if r not in self.by_row:
+                self.by_row[r] = message_for_row(r)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# box CSVs
+
+
+def read_annotations(path: PathLike, *, check_boxes: bool = True, skip_bad: bool = False) -> BoxRows:
+    """Read an AVA annotation CSV (``video_id, timestamp, x1, y1, x2, y2, action_id[, person_id]``).
+
+    7- and 8-column rows are both valid; ``extra`` holds the person id (NaN for a 7-column row or an
+    empty person id). ``check_boxes`` requires 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1.
+    """
+    return _read_box_csv(path, kind="annotation", check_boxes=check_boxes, skip_bad=skip_bad)
+
+
+def read_detections(path: PathLike, *, check_boxes: bool = False, skip_bad: bool = False) -> BoxRows:
+    """Read an AVA detection CSV (``video_id, timestamp, x1, y1, x2, y2, action_id, score``).
+
+    The score column is required and must be a finite number; ``extra`` holds it. Box coordinates
+    must be finite numbers; their range is only checked with ``check_boxes``.
+    """
+    return _read_box_csv(path, kind="detection", check_boxes=check_boxes, skip_bad=skip_bad)
+
+
+def _read_box_csv(
+    path: PathLike, *, kind: Literal["annotation", "detection"], check_boxes: bool, skip_bad: bool
+) -> BoxRows:
+    path = os.fspath(path)
+    text = _read_text(path, f"AVA {kind} CSV")
+    raw_lines = text.splitlines()
+    fast = _parse_clean_file(text, raw_lines, kind, check_boxes)
+    if fast is not None:
+        video_ids, timestamps, boxes, action_ids, extra = fast
+        return BoxRows(
+            path=path,
+            video_ids=video_ids,
+            timestamps=timestamps,
+            boxes_xyxy=boxes,
+            action_ids=action_ids,
+            extra=extra,
+            lines=np.arange(1, len(raw_lines) + 1, dtype=np.int64),
+        )
+    # Something is unusual or wrong: the row-by-row path below finds and names each bad line.
+    # Quoted fields are legal CSV but rare in AVA files: only then pay for the csv module.
+    if '"' in text:
+        rows = list(csv.reader(raw_lines))
+    else:
+        rows = [ln.split(",") for ln in raw_lines]
+    line_numbers = np.arange(1, len(rows) + 1, dtype=np.int64)
+    blank = [i for i, ln in enumerate(raw_lines) if not ln.strip()]
+    if blank:  # blank lines carry no row (a trailing newline, a gap); they are not data to report
+        keep = np.ones(len(rows), dtype=bool)
+        keep[blank] = False
+        rows = [r for r, k in zip(rows, keep) if k]
+        line_numbers = line_numbers[keep]
+
+    allowed = (7, 8) if kind == "annotation" else (8,)
+    problems = _Problems()
+    ncols = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    bad_cols = ~np.isin(ncols, allowed)
+    if bad_cols.any():
+        expected = " or ".join(str(a) for a in allowed)
+        columns = "video_id, timestamp, x1, y1, x2, y2, action_id, " + (
+            "[person_id]" if kind == "annotation" else "score"
+        )
+        problems.add(
+            np.flatnonzero(bad_cols),
+            lambda r: f"expected {expected} comma-separated columns ({columns}), got {ncols[r]}",
+        )
+        rows = [r if ok else [""] * 8 for r, ok in zip(rows, ~bad_cols)]
+    if kind == "annotation" and (ncols == 7).any():
+        rows = [r + [""] if len(r) == 7 else r for r in rows]
+
+    n = len(rows)
+    cols = list(zip(*rows)) if n else [()] * 8
+    video_ids = np.array(cols[0], dtype=str) if n else np.zeros(0, dtype=str)
+    timestamps = _parse_ints(cols[1], problems, "timestamp", "an integer number of seconds")
+    boxes = (
+        np.stack(
+            [_parse_floats(cols[2 + k], problems, name) for k, name in enumerate(("x1", "y1", "x2", "y2"))], axis=1
+        )
+        if n
+        else np.zeros((0, 4))
+    )
+    action_ids = _parse_action_ids(cols[6], problems)
+    if kind == "annotation":
+        extra = _parse_floats(cols[7], problems, "person_id", allow_empty=True)
+    else:
+        extra = _parse_floats(cols[7], problems, "score")
+    if check_boxes and n:
+        _check_boxes(boxes, problems)
+
+    skipped = 0
+    if problems.by_row:
+        bad_rows = sorted(problems.by_row)
+        if not skip_bad:
+            r = bad_rows[0]
+            raise ValueError(_row_message(path, int(line_numbers[r]), problems.by_row[r], raw_lines))
+        skipped = len(bad_rows)
+        for i, r in enumerate(bad_rows):
+            level = logging.WARNING if i < _MAX_LOGGED_SKIPS else logging.DEBUG
+            logger.log(level, "skipping %s", _row_message(path, int(line_numbers[r]), problems.by_row[r], raw_lines))
+        logger.warning("%s: skipped %d bad row(s) of %d (skip_bad=True)", path, skipped, n)
+        keep = np.ones(n, dtype=bool)
+        keep[bad_rows] = False
+        video_ids, timestamps, boxes = video_ids[keep], timestamps[keep], boxes[keep]
+        action_ids, extra, line_numbers = action_ids[keep], extra[keep], line_numbers[keep]
+
+    return BoxRows(
+        path=path,
+        video_ids=video_ids,
+        timestamps=timestamps,
+        boxes_xyxy=boxes,
+        action_ids=action_ids,
+        extra=extra,
+        lines=line_numbers,
+        skipped=skipped,
+    )
+
+
+def _parse_clean_file(
+    text: str, raw_lines: list[str], kind: str, check_boxes: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Parse a well-formed file with numpy's C parser; None if anything needs the careful path.
+
+    The careful path handles quoting, blank lines, mixed widths and empty fields, and produces the
+    error messages; this one only has to be fast on the common case and never accept a bad row.
+    """
+    if not raw_lines or '"' in text:
+        return None
+    commas = np.fromiter((ln.count(",") for ln in raw_lines), dtype=np.int64, count=len(raw_lines))
+    width = int(commas[0]) + 1
+    if width not in ((7, 8) if kind == "annotation" else (8,)) or (commas != width - 1).any():
+        return None
+    number_cols = (2, 3, 4, 5, 7) if width == 8 else (2, 3, 4, 5)
+    try:
+        timestamps = np.loadtxt(raw_lines, usecols=1, dtype=np.int64, delimiter=",", comments=None, ndmin=1)
+        action_ids = np.loadtxt(raw_lines, usecols=6, dtype=np.int64, delimiter=",", comments=None, ndmin=1)
+        numbers = np.loadtxt(raw_lines, usecols=number_cols, dtype=np.float64, delimiter=",", comments=None, ndmin=2)
+    except ValueError:  # empty or non-numeric fields (blank lines are ruled out above)
+        return None
+    if timestamps.shape[0] != len(raw_lines) or numbers.shape[0] != len(raw_lines):
+        return None
+    boxes = np.ascontiguousarray(numbers[:, :4])
+    extra = numbers[:, 4].copy() if width == 8 else np.full(len(raw_lines), np.nan)
+    if not np.isfinite(boxes).all() or (width == 8 and not np.isfinite(extra).all()) or (action_ids < 0).any():
+        return None
+    if check_boxes and not _boxes_valid(boxes):
+        return None
+    video_ids = np.array([ln[: ln.index(",")] for ln in raw_lines], dtype=str)
+    return video_ids, timestamps, boxes, action_ids, extra
+
+
+def _boxes_valid(boxes: np.ndarray) -> bool:
+    return bool(
+        ((boxes >= 0.0) & (boxes <= 1.0)).all()
+        and (boxes[:, 0] < boxes[:, 2]).all()
+        and (boxes[:, 1] < boxes[:, 3]).all()
+    )
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: {what} is not UTF-8 text ({e})") from None
+
+
+def _row_message(path: str, line: int, problem: str, raw_lines: list[str]) -> str:
+    raw = raw_lines[line - 1]
+    if len(raw) > 120:
+        raw = raw[:117] + "..."
+    return f"{path}:{line}: {problem}; the line reads {raw!r}"
+
+
+def _parse_ints(col: Sequence[str], problems: _Problems, name: str, expected: str) -> np.ndarray:
+    """Parse integers with Python's ``int()`` semantics ('0902' -> 902, '902.5' -> error)."""
+    try:
+        return np.array(col, dtype=str).astype(np.int64) if len(col) else np.zeros(0, np.int64)
+    except (ValueError, OverflowError):
+        pass
+    out = np.zeros(len(col), dtype=np.int64)
+    bad = []
+    for i, s in enumerate(col):
+        try:
+            out[i] = int(s)
+        except (ValueError, OverflowError):
+            bad.append(i)
+    problems.add(np.asarray(bad, dtype=np.int64), lambda r: f"{name} {col[r]!r} is not {expected}")
+    return out
+
+
+def _parse_floats(col: Sequence[str], problems: _Problems, name: str, *, allow_empty: bool = False) -> np.ndarray:
+    """Parse finite floats; empty strings become NaN when ``allow_empty``, else are an error."""
+    if not len(col):
+        return np.zeros(0, dtype=np.float64)
+    arr = np.array(col, dtype=str)
+    empty = arr == ""
+    try:
+        if allow_empty and empty.any():
+            out = np.full(len(col), np.nan)
+            out[~empty] = arr[~empty].astype(np.float64)
+        else:
+            out = arr.astype(np.float64)
+        fast_ok = True
+    except ValueError:
+        fast_ok = False
+    if not fast_ok:
+        out = np.full(len(col), np.nan)
+        bad = []
+        for i, s in enumerate(col):
+            if allow_empty and s == "":
+                continue
+            try:
+                out[i] = float(s)
+            except ValueError:
+                bad.append(i)
+        problems.add(np.asarray(bad, dtype=np.int64), lambda r: f"{name} {col[r]!r} is not a number")
+    nonfinite = ~np.isfinite(out)
+    if allow_empty:
+        nonfinite &= ~empty
+    if nonfinite.any():
+        problems.add(np.flatnonzero(nonfinite), lambda r: f"{name} {col[r]!r} is not a finite number")
+    return out
+
+
+def _parse_action_ids(col: Sequence[str], problems: _Problems) -> np.ndarray:
+    if not len(col):
+        return np.zeros(0, dtype=np.int64)
+    arr = np.array(col, dtype=str)
+    empty = arr == ""
+    out = np.full(len(col), -1, dtype=np.int64)
+    try:
+        out[~empty] = arr[~empty].astype(np.int64)
+    except (ValueError, OverflowError):
+        bad = []
+        for i in np.flatnonzero(~empty).tolist():
+            try:
+                out[i] = int(col[i])
+            except (ValueError, OverflowError):
+                bad.append(i)
+        problems.add(np.asarray(bad, dtype=np.int64), lambda r: f"action_id {col[r]!r} is not an integer")
+    negative = (out < 0) & ~empty
+    if negative.any():
+        problems.add(
+            np.flatnonzero(negative), lambda r: f"action_id {col[r]!r} is negative (expected an id >= 0 or empty)"
+        )
+    return out
+
+
+def _check_boxes(boxes: np.ndarray, problems: _Problems) -> None:
+    with np.errstate(invalid="ignore"):
+        outside = ((boxes < 0.0) | (boxes > 1.0)).any(axis=1)
+        inverted = (boxes[:, 0] >= boxes[:, 2]) | (boxes[:, 1] >= boxes[:, 3])
+    finite = np.isfinite(boxes).all(axis=1)  # non-finite coordinates are already reported
+
+    def describe(r: int) -> str:
+        x1, y1, x2, y2 = (float(v) for v in boxes[r])
+        box = f"({x1:g}, {y1:g}, {x2:g}, {y2:g})"
+        if outside[r]:
+            return f"box x1, y1, x2, y2 = {box} is outside [0, 1] (expected normalised coordinates)"
+        return f"box x1, y1, x2, y2 = {box} has x1 >= x2 or y1 >= y2 (expected x1 < x2 and y1 < y2)"
+
+    problems.add(np.flatnonzero((outside | inverted) & finite), describe)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# label map, exclusions, frame lists
+
+_PBTXT_BLOCK = re.compile(r"(\w+)\s*\{([^{}]*)\}", re.DOTALL)
+_PBTXT_FIELD = re.compile(r'(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[^\s"\']+)')
+
+
+def read_label_map(path: PathLike) -> dict[int, str]:
+    """Read an AVA label map ``.pbtxt`` into ``{action_id: name}``, ids ascending.
+
+    Accepts ``item { name: "x" id: 1 }`` blocks (multi-line, as in
+    ``ava_action_list_v2.2_for_activitynet_2019.pbtxt``, or on one line) and ``label { name: "x"
+    label_id: 1 ... }`` blocks (``ava_action_list_v2.2.pbtxt``). The name is ``name``, or
+    ``display_name`` when a block has no ``name``. Other fields (``label_type``) are ignored.
+    """
+    path = os.fspath(path)
+    text = _read_text(path, "label map")
+    stripped = re.sub(r"#[^\n]*", lambda m: " " * len(m.group(0)), text)  # comments, keeping offsets
+    labels: dict[int, str] = {}
+    for block in _PBTXT_BLOCK.finditer(stripped):
+        line = stripped.count("\n", 0, block.start()) + 1
+        fields: dict[str, str] = {}
+        for f in _PBTXT_FIELD.finditer(block.group(2)):
+            value = f.group(2)
+            if value[:1] in "\"'":
+                value = value[1:-1]
+            fields.setdefault(f.group(1), value)
+        raw_id = fields.get("id", fields.get("label_id"))
+        name = fields.get("name", fields.get("display_name"))
+        if raw_id is None:
+            raise ValueError(f"{path}:{line}: label-map block {block.group(1)!r} has no 'id' (or 'label_id') field")
+        if name is None:
+            raise ValueError(f"{path}:{line}: label-map block {block.group(1)!r} has no 'name' (or 'display_name')")
+        try:
+            class_id = int(raw_id)
+        except ValueError:
+            raise ValueError(f"{path}:{line}: label-map id {raw_id!r} is not an integer") from None
+        if class_id in labels:
+            raise ValueError(
+                f"{path}:{line}: label-map id {class_id} appears twice ({labels[class_id]!r} and {name!r})"
+            )
+        labels[class_id] = name
+    if not labels:
+        raise ValueError(
+            f"{path}: no classes found in the label map (expected blocks like 'item {{ name: \"stand\" id: 12 }}')"
+        )
+    return dict(sorted(labels.items()))
+
+
+def read_exclusions(path: PathLike) -> set[tuple[str, int]]:
+    """Read an excluded-timestamps CSV (``video_id, timestamp``) into ``{(video_id, second)}``."""
+    path = os.fspath(path)
+    text = _read_text(path, "excluded-timestamps CSV")
+    out: set[tuple[str, int]] = set()
+    for line_no, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != 2:
+            raise ValueError(f"{path}:{line_no}: expected 2 columns (video_id, timestamp), got {len(row)}: {row!r}")
+        try:
+            out.add((row[0], int(row[1])))
+        except ValueError:
+            raise ValueError(f"{path}:{line_no}: timestamp {row[1]!r} is not an integer number of seconds") from None
+    return out
+
+
+def read_frame_lists(path: PathLike, prefix: PathLike | None = None) -> dict[str, list[str]]:
+    """Read a PySlowFast frame list into ``{video_id: [frame path, ...]}`` in frame-id order.
+
+    Rows are space-separated ``original_video_id video_idx frame_id path labels`` after one header line
+    (PySlowFast's ``load_image_lists``). ``prefix`` is joined in front of each path (PySlowFast's
+    ``AVA.FRAME_DIR``). Videos keep their first-appearance order.
+    """
+    path = os.fspath(path)
+    text = _read_text(path, "frame list")
+    frames: dict[str, list[tuple[int, str]]] = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if line_no == 1 or not line.strip():
+            continue
+        row = line.split()
+        if len(row) != 5:
+            raise ValueError(
+                f"{path}:{line_no}: expected 5 space-separated columns "
+                f"(original_video_id video_idx frame_id path labels), got {len(row)}: {line!r}"
+            )
+        try:
+            frame_id = int(row[2])
+        except ValueError:
+            raise ValueError(f"{path}:{line_no}: frame_id {row[2]!r} is not an integer") from None
+        frame_path = os.path.join(os.fspath(prefix), row[3]) if prefix is not None else row[3]
+        frames.setdefault(row[0], []).append((frame_id, frame_path))
+    out: dict[str, list[str]] = {}
+    for video, items in frames.items():
+        items.sort(key=lambda t: t[0])  # stable: duplicates keep file order
+        out[video] = [p for _, p in items]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# grouping
+
+
+def group_by_keyframe(
+    rows: BoxRows,
+    class_ids: Sequence[int] | None = None,
+    *,
+    key: Literal["person", "box"] = "person",
+    unknown: Literal["error", "ignore"] = "error",
+    valid_seconds: tuple[int, int] | None = None,
+) -> list[KeyFrame]:
+    """Group box rows into key frames, one entry per person, sorted by (video_id, timestamp).
+
+    A person is the set of rows of one key frame sharing the box and the person id (``key="person"``;
+    PySlowFast groups by the box text alone, ``key="box"``, which the person-box files with a score in
+    the last column need). People keep the order of their first row in the file.
+
+    Args:
+        rows: from ``read_annotations``.
+        class_ids: the trained classes, in column order of the multi-hot ``labels``. An action id
+            outside them is an error naming file and line (``unknown="error"``), or is left out of
+            ``labels`` (``unknown="ignore"``; counted and logged; the person stays, with the remaining
+            labels, possibly none). Empty action ids (-1) never count.
+        valid_seconds: inclusive (first, last) key-frame seconds; rows outside are left out, counted and
+            logged (AVA: ``AVA_VALID_SECONDS``, as PySlowFast's ``get_keyframe_data``).
+    """
+    if len(rows) == 0:
+        return []
+    n = len(rows)
+    if valid_seconds is not None:
+        lo, hi = valid_seconds
+        keep = (rows.timestamps >= lo) & (rows.timestamps <= hi)
+        dropped = int((~keep).sum())
+        if dropped:
+            first = int(np.flatnonzero(~keep)[0])
+            logger.warning(
+                "%s: %d row(s) outside the key-frame seconds %d..%d left out (first at line %d, second %d)",
+                rows.path,
+                dropped,
+                lo,
+                hi,
+                int(rows.lines[first]),
+                int(rows.timestamps[first]),
+            )
+            rows = rows.select(keep)
+            n = len(rows)
+            if n == 0:
+                return []
+
+    if key == "person":
+        pid = rows.extra
+        known = np.isfinite(pid)
+        non_integer = known & (pid != np.round(pid))
+        if non_integer.any():
+            r = int(np.flatnonzero(non_integer)[0])
+            raise ValueError(
+                f"{rows.path}:{int(rows.lines[r])}: person_id {float(pid[r])!r} is not an integer "
+                "(a detection file's score column? group those with key='box')"
+            )
+        person_key = np.where(known, pid, -1.0)
+    elif key == "box":
+        person_key = np.zeros(n)
+    else:
+        raise ValueError(f"group_by_keyframe: key must be 'person' or 'box', got {key!r}")
+
+    video_names, video_idx = np.unique(rows.video_ids, return_inverse=True)
+    video_idx = video_idx.reshape(-1)
+    person_of_row, first_row = _person_index(video_idx, rows.timestamps, rows.boxes_xyxy, person_key)
+
+    col_of_row = None
+    if class_ids is not None:
+        col_of_row = _columns_for(rows, np.asarray(list(class_ids), dtype=np.int64), unknown)
+
+    # Actions per person (sorted, unique, empty ids left out): one pass over rows sorted by (person, action).
+    row_order = np.lexsort((rows.action_ids, person_of_row))
+    actions_of: list[list[int]] = [[] for _ in range(first_row.size)]
+    for p, a in zip(person_of_row[row_order].tolist(), rows.action_ids[row_order].tolist()):
+        acts = actions_of[p]
+        if a >= 0 and (not acts or acts[-1] != a):
+            acts.append(a)
+    actions = [tuple(a) for a in actions_of]
+
+    num_classes = 0 if class_ids is None else len(class_ids)
+    multi_hot = None
+    if col_of_row is not None:
+        multi_hot = np.zeros((first_row.size, num_classes), dtype=np.float32)
+        has = col_of_row >= 0
+        multi_hot[person_of_row[has], col_of_row[has]] = 1.0
+
+    p_video = video_idx[first_row]
+    p_time = rows.timestamps[first_row]
+    frame_bounds = np.flatnonzero((np.diff(p_video) != 0) | (np.diff(p_time) != 0)) + 1
+    starts = np.concatenate([[0], frame_bounds])
+    ends = np.concatenate([frame_bounds, [first_row.size]])
+    boxes = rows.boxes_xyxy[first_row]
+    pids = np.where(np.isfinite(rows.extra[first_row]), rows.extra[first_row], -1).astype(np.int64)
+    if key == "box":
+        pids = np.full(first_row.size, -1, dtype=np.int64)
+    out = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        out.append(
+            KeyFrame(
+                video_id=str(video_names[p_video[s]]),
+                timestamp=int(p_time[s]),
+                boxes_xyxy=boxes[s:e],
+                action_ids=tuple(actions[s:e]),
+                person_ids=pids[s:e],
+                labels=None if multi_hot is None else multi_hot[s:e],
+            )
+        )
+    return out
+
+
+def _person_index(
+    video_idx: np.ndarray, timestamps: np.ndarray, boxes: np.ndarray, person_key: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Number the people: rows with equal (video, timestamp, box, person key) are one person.
+
+    Returns (person index of each row [N], first row of each person [P]); people are numbered in
+    (video, timestamp, first appearance in the file) order.
+    """
+    n = timestamps.shape[0]
+    keys = (person_key, boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], timestamps, video_idx)
+    order = np.lexsort(keys)
+    changed = np.zeros(n, dtype=bool)
+    changed[0] = True
+    for k in keys:
+        ks = k[order]
+        changed[1:] |= ks[1:] != ks[:-1]
+    group_sorted = np.cumsum(changed) - 1
+    starts = np.flatnonzero(changed)
+    first_row = np.minimum.reduceat(order, starts)  # earliest file row of each group
+    group_of_row = np.empty(n, dtype=np.int64)
+    group_of_row[order] = group_sorted
+    rank_order = np.lexsort((first_row, timestamps[first_row], video_idx[first_row]))
+    rank = np.empty_like(rank_order)
+    rank[rank_order] = np.arange(rank_order.size)
+    return rank[group_of_row], first_row[rank_order]
+
+
+def _columns_for(rows: BoxRows, class_ids: np.ndarray, unknown: str) -> np.ndarray:
+    """Column of each row's action id in ``class_ids``; -1 for empty or (ignored) unknown ids."""
+    if unknown not in ("error", "ignore"):
+        raise ValueError(f"group_by_keyframe: unknown must be 'error' or 'ignore', got {unknown!r}")
+    if np.unique(class_ids).size != class_ids.size:
+        raise ValueError(f"group_by_keyframe: class_ids has duplicates: {class_ids.tolist()}")
+    sorter = np.argsort(class_ids)
+    pos = np.searchsorted(class_ids, rows.action_ids, sorter=sorter)
+    pos = np.clip(pos, 0, class_ids.size - 1) if class_ids.size else np.zeros_like(pos)
+    cols = sorter[pos] if class_ids.size else np.full(len(rows), -1)
+    found = class_ids[cols] == rows.action_ids if class_ids.size else np.zeros(len(rows), dtype=bool)
+    empty = rows.action_ids == -1
+    stray = ~found & ~empty
+    if stray.any():
+        r = int(np.flatnonzero(stray)[0])
+        if unknown == "error":
+            shown = class_ids.tolist() if class_ids.size <= 20 else f"{class_ids.size} ids"
+            raise ValueError(
+                f"{rows.path}:{int(rows.lines[r])}: action_id {int(rows.action_ids[r])} is not among the "
+                f"classes ({shown})"
+            )
+        logger.info(
+            "%s: %d row(s) with an action outside the %d trained classes left out of the labels "
+            "(first at line %d, action %d)",
+            rows.path,
+            int(stray.sum()),
+            class_ids.size,
+            int(rows.lines[r]),
+            int(rows.action_ids[r]),
+        )
+    return np.where(found, cols, -1)
+
+
+def class_ids_in(rows: BoxRows) -> list[int]:
+    """The action ids present in ``rows`` (empty ids left out), ascending."""
+    ids = np.unique(rows.action_ids)
+    return [int(i) for i in ids if i >= 0]
+
+
+def image_key(video_id: str, timestamp: int) -> str:
+    """The official evaluator's key for a key frame: ``'<video_id>,<timestamp:04d>'``."""
+    return f"{video_id},{int(timestamp):04d}"
+
+
+__all__ = [
+    "AVA_VALID_SECONDS",
+    "BoxRows",
+    "KeyFrame",
+    "class_ids_in",
+    "group_by_keyframe",
+    "image_key",
+    "read_annotations",
+    "read_detections",
+    "read_exclusions",
+    "read_frame_lists",
+    "read_label_map",
+]

@@ -1,0 +1,246 @@
+"""Joint clip/box transforms: hand-computed boxes, letterbox round trips, boxes that follow the pixels."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bmvit.data.transforms import (
+    ColorJitter,
+    Compose,
+    HorizontalFlip,
+    RandomZoom,
+    Resize,
+    ToModelInput,
+    ToTensorClip,
+    adjust_colour,
+    build_transforms,
+    hflip,
+    letterbox_geometry,
+    resize_frames,
+    zoom,
+)
+
+
+def clip_and_target(h=100, w=200, t=2, seed=0):
+    rng = np.random.default_rng(seed)
+    clip = rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+    target = {
+        "boxes_xyxy": np.array([[0.3, 0.3, 0.6, 0.6], [0.0, 0.0, 0.1, 0.1]], dtype=np.float32),
+        "labels": np.array([[1, 0, 0], [0, 1, 1]], dtype=np.float32),
+        "person_ids": np.array([4, 9]),
+        "video_id": "v",
+    }
+    return clip, target
+
+
+def tensors(h=100, w=200, t=2):
+    return ToTensorClip()(*clip_and_target(h, w, t))
+
+
+def test_to_tensor_layout():
+    clip, target = clip_and_target()
+    out, tgt = ToTensorClip()(clip, target)
+    assert out.shape == (2, 3, 100, 200) and out.dtype == torch.uint8
+    assert torch.equal(out[1, 2], torch.from_numpy(clip[1, :, :, 2]))
+    assert tgt["boxes_xyxy"].dtype == torch.float32 and tgt["person_ids"].dtype == torch.int64
+    with pytest.raises(ValueError, match=r"expected a clip \[T, H, W, 3\], got shape \(4, 5\)"):
+        ToTensorClip()(np.zeros((4, 5), np.uint8), {})
+
+
+def test_hflip_boxes_pixels_and_label_swap():
+    clip, target = tensors()
+    out, tgt = hflip(clip, target, swap_columns=[(1, 2)])
+    torch.testing.assert_close(tgt["boxes_xyxy"], torch.tensor([[0.4, 0.3, 0.7, 0.6], [0.9, 0.0, 1.0, 0.1]]))
+    assert torch.equal(out[..., 0], clip[..., -1]) and torch.equal(out[..., 17], clip[..., 200 - 1 - 17])
+    assert tgt["labels"].tolist() == [[1, 0, 0], [0, 1, 1]]  # the swapped columns were both 0 or both 1
+    _, tgt = hflip(clip, {**target, "labels": torch.tensor([[0.0, 1.0, 0.0]] * 2)}, swap_columns=[(1, 2)])
+    assert tgt["labels"].tolist() == [[0, 0, 1]] * 2
+    # flipping twice is the identity
+    back, tgt2 = hflip(*hflip(clip, target))
+    assert torch.equal(back, clip)
+    torch.testing.assert_close(tgt2["boxes_xyxy"], target["boxes_xyxy"])
+
+
+def test_horizontal_flip_probability():
+    clip, target = tensors()
+    assert HorizontalFlip(p=0.0)(clip, target)[0] is clip
+    torch.testing.assert_close(
+        HorizontalFlip(p=1.0)(clip, target)[1]["boxes_xyxy"][0], torch.tensor([0.4, 0.3, 0.7, 0.6])
+    )
+
+
+def test_square_resize_keeps_normalised_boxes():
+    clip, target = tensors()
+    out, tgt = Resize(64)(clip, target)
+    assert out.shape == (2, 3, 64, 64) and out.dtype == torch.float32
+    assert torch.equal(tgt["boxes_xyxy"], target["boxes_xyxy"])
+    ref = F.interpolate(clip.float() / 255, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(out, ref.clamp(0, 1))
+    assert "letterbox" not in tgt
+
+
+def test_letterbox_hand_computed_and_round_trip():
+    clip, target = tensors(h=100, w=200)
+    out, tgt = Resize(64, mode="letterbox", fill=0.5)(clip, target)
+    box = tgt["letterbox"]
+    # scale 0.32: content 32 x 64, centred vertically: 16 rows of padding above and below
+    assert box.content_size == (32, 64) and (box.pad_top, box.pad_left) == (16, 0)
+    assert box.orig_size == (100, 200) and box.input_size == (64, 64)
+    assert torch.all(out[..., :16, :] == 0.5) and torch.all(out[..., 48:, :] == 0.5)
+    torch.testing.assert_close(out[..., 16:48, :], resize_frames(clip, (32, 64)))
+    # x unchanged; y -> 0.25 + 0.5 * y
+    torch.testing.assert_close(tgt["boxes_xyxy"], torch.tensor([[0.3, 0.4, 0.6, 0.55], [0.0, 0.25, 0.1, 0.3]]))
+    torch.testing.assert_close(box.boxes_to_original(tgt["boxes_xyxy"]), target["boxes_xyxy"])
+    # numpy works too, and predictions reaching into the padding are clipped to the frame
+    back = box.boxes_to_original(np.array([[0.0, 0.0, 1.0, 1.0]]))
+    np.testing.assert_allclose(back, [[0.0, 0.0, 1.0, 1.0]])
+    np.testing.assert_allclose(box.boxes_to_original(np.array([[0.0, 0.0, 1.0, 1.0]]), clip=False), [[0, -0.5, 1, 1.5]])
+
+
+@pytest.mark.parametrize(
+    "orig, inp", [((100, 200), (64, 64)), ((240, 180), (64, 64)), ((37, 91), (50, 30)), ((64, 64), (64, 64))]
+)
+def test_letterbox_round_trip_random_boxes(orig, inp):
+    box = letterbox_geometry(orig, inp)
+    assert box.content_size[0] <= inp[0] and box.content_size[1] <= inp[1]
+    assert box.content_size[0] == inp[0] or box.content_size[1] == inp[1]  # one side fills the input
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(20, 2, generator=g) * 0.5
+    boxes = torch.cat([a, a + 0.1 + torch.rand(20, 2, generator=g) * 0.4], dim=1)
+    torch.testing.assert_close(box.boxes_to_original(box.boxes_to_input(boxes)), boxes)
+
+
+def test_zoom_in_crop_hand_computed():
+    clip, target = tensors(h=100, w=200)
+    out, tgt = zoom(clip, target, x0=50, y0=20, width=100, height=50)
+    assert torch.equal(out, clip[..., 20:70, 50:150])
+    # box 0 in pixels (60, 30, 120, 60) -> window (10, 10, 70, 40) / (100, 50); box 1 (0..20, 0..10) vanishes
+    torch.testing.assert_close(tgt["boxes_xyxy"], torch.tensor([[0.1, 0.2, 0.7, 0.8]]))
+    assert tgt["labels"].tolist() == [[1, 0, 0]] and tgt["person_ids"].tolist() == [4]
+    assert tgt["video_id"] == "v"
+
+
+def test_zoom_clips_partial_boxes_and_min_visible():
+    clip, target = tensors(h=100, w=200)
+    # window x in [90, 190): box 0 (60..120 px) keeps 30 of its 60 px width
+    _, tgt = zoom(clip, target, x0=90, y0=0, width=100, height=50)
+    torch.testing.assert_close(tgt["boxes_xyxy"], torch.tensor([[0.0, 0.6, 0.3, 1.0]]))
+    # box 0 is cut horizontally at 90 px and vertically at 50 px: 30 x 20 of 60 x 30 px = 1/3 visible
+    _, tgt = zoom(clip, target, x0=90, y0=0, width=100, height=50, min_visible=0.4)
+    assert tgt["boxes_xyxy"].shape == (0, 4) and tgt["labels"].shape == (0, 3)
+
+
+def test_zoom_out_pads():
+    clip, target = tensors(h=100, w=200)
+    out, tgt = zoom(clip, target, x0=-50, y0=-25, width=300, height=150, fill=1.0)
+    assert out.shape == (2, 3, 150, 300)
+    assert torch.equal(out[..., 25:125, 50:250], clip)
+    assert torch.all(out[..., :25, :] == 255) and torch.all(out[..., :, :50] == 255)
+    torch.testing.assert_close(tgt["boxes_xyxy"][0], torch.tensor([110 / 300, 55 / 150, 170 / 300, 85 / 150]))
+    assert len(tgt["boxes_xyxy"]) == 2
+
+
+def test_random_zoom_validates():
+    with pytest.raises(ValueError, match="scale must be 0 < low <= high"):
+        RandomZoom((1.2, 0.8))
+
+
+def test_boxes_follow_the_pixels_under_random_training_transforms():
+    """Paint each box white on black; after random zoom + flip + resize the box still frames the white."""
+    h, w = 120, 160
+    boxes = np.array([[0.25, 0.3, 0.5, 0.8], [0.6, 0.1, 0.9, 0.4]], dtype=np.float32)
+    clip = np.zeros((2, h, w, 3), dtype=np.uint8)
+    for x1, y1, x2, y2 in boxes:
+        clip[:, round(y1 * h) : round(y2 * h), round(x1 * w) : round(x2 * w)] = 255
+    steps = Compose([ToTensorClip(), RandomZoom((0.6, 1.4)), HorizontalFlip(0.5), Resize(64)])
+    random.seed(0)
+    for _ in range(20):
+        out, tgt = steps(clip, {"boxes_xyxy": boxes, "labels": np.eye(2, dtype=np.float32)})
+        frame = out[0, 0]
+        for x1, y1, x2, y2 in tgt["boxes_xyxy"].tolist():
+            assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
+            i1, i2, j1, j2 = round(y1 * 64), round(y2 * 64), round(x1 * 64), round(x2 * 64)
+            inner = frame[i1 + 2 : i2 - 2, j1 + 2 : j2 - 2]
+            if inner.numel():
+                assert inner.min() > 0.9  # inside the box: white
+        white = frame > 0.5
+        covered = torch.zeros_like(white)
+        for x1, y1, x2, y2 in tgt["boxes_xyxy"].tolist():
+            covered[
+                max(0, round(y1 * 64) - 1) : round(y2 * 64) + 1, max(0, round(x1 * 64) - 1) : round(x2 * 64) + 1
+            ] = True
+        assert not (white & ~covered).any()  # every white pixel lies in a kept box
+
+
+def test_colour_adjustments():
+    g = torch.Generator().manual_seed(0)
+    clip = torch.rand(2, 3, 8, 8, generator=g)
+    torch.testing.assert_close(adjust_colour(clip), clip)
+    torch.testing.assert_close(adjust_colour(clip, brightness=0.5), clip * 0.5)
+    gray = torch.full((1, 3, 4, 4), 0.4)
+    torch.testing.assert_close(adjust_colour(gray, saturation=0.0, hue=0.3), gray)  # grey has no colour to change
+    desat = adjust_colour(clip, saturation=0.0)
+    torch.testing.assert_close(desat[:, 0], desat[:, 1])
+    flat = adjust_colour(clip, contrast=0.0)
+    torch.testing.assert_close(
+        flat, torch.full_like(clip, float((clip * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(1).mean()))
+    )
+    # the combined map equals the four steps applied one after the other (clamping only at the end)
+    b, c, s = 1.2, 0.7, 1.3
+    step = clip * b
+    mean = (step * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(1).mean()
+    step = (step - mean) * c + mean
+    grey = (step * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(1, keepdim=True)
+    step = (step - grey) * s + grey
+    torch.testing.assert_close(adjust_colour(clip, b, c, s), step.clamp(0, 1))
+    # a full hue turn is the identity; ColorJitter applies one draw to every frame
+    torch.testing.assert_close(adjust_colour(clip, hue=1.0), clip, atol=1e-5, rtol=0)
+    random.seed(1)
+    jittered, _ = ColorJitter(0.5, 0.5, 0.5, 0.1, p=1.0)(torch.stack([clip[0], clip[0]]), {})
+    torch.testing.assert_close(jittered[0], jittered[1])
+
+
+def test_to_model_input():
+    clip = torch.full((4, 3, 8, 8), 255, dtype=torch.uint8)
+    target = {"boxes_xyxy": torch.tensor([[0.1, 0.2, 0.5, 0.6]])}
+    out, tgt = ToModelInput(mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))(clip, target)
+    assert out.shape == (3, 4, 8, 8) and out.dtype == torch.float32
+    assert out[0].unique().tolist() == [1.0] and out[1].unique().tolist() == [3.0] and out[2].unique().tolist() == [1.0]
+    torch.testing.assert_close(tgt["boxes"], torch.tensor([[0.3, 0.4, 0.4, 0.4]]))
+    assert "boxes_xyxy" not in tgt
+    with pytest.raises(ValueError, match="3 positive stds"):
+        ToModelInput(std=(0.1, 0.0, 0.1))
+
+
+def test_build_transforms_eval_is_deterministic_and_shaped():
+    clip, target = clip_and_target(h=90, w=160, t=4)
+    steps = build_transforms(False, 32)
+    a, ta = steps(clip, target)
+    b, _ = steps(clip, target)
+    assert a.shape == (3, 4, 32, 32) and torch.equal(a, b)
+    torch.testing.assert_close(ta["boxes"][0], torch.tensor([0.45, 0.45, 0.3, 0.3]))
+    letter = build_transforms(False, 32, resize="letterbox")(clip, target)[1]
+    assert letter["letterbox"].content_size == (18, 32)
+    assert [type(s).__name__ for s in build_transforms(True, 32).transforms] == [
+        "ToTensorClip",
+        "HorizontalFlip",
+        "Resize",
+        "ToModelInput",
+    ]  # the defaults: flip only
+    train = build_transforms(True, 32, scale_jitter=(0.7, 1.2), color_jitter=0.3)
+    assert train.transforms[1].scale == (0.7, 1.2) and train.transforms[4].contrast == 0.3
+    assert [type(s).__name__ for s in train.transforms] == [
+        "ToTensorClip",
+        "RandomZoom",
+        "HorizontalFlip",
+        "Resize",
+        "ColorJitter",
+        "ToModelInput",
+    ]
+    out, tgt = train(clip, target)
+    assert out.shape == (3, 4, 32, 32) and tgt["labels"].shape[0] == tgt["boxes"].shape[0]
