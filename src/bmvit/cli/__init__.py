@@ -14,6 +14,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the main job on the embedded synthetic dataset: synth, train, eval, predict"),
     "flops": ("flops", "count GMACs and parameters of a model"),
+    "train": ("train", "train and evaluate a detector from a config"),
+    "eval": ("eval", "evaluate a trained model file on a dataset's val split (frame-mAP)"),
+    "config": ("config", "show the resolved configuration with each field's meaning"),
+    "ava-eval": ("ava_eval", "frame-mAP of a detections CSV, exactly as the official AVA evaluator"),
+    "synth": ("synth", "write the synthetic AVA-format dataset"),
 }
 
 

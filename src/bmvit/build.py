@@ -1,0 +1,171 @@
+"""Config sections -> components. The one place that maps a config to constructor arguments.
+
+Each builder takes only its own section (plus facts derived from the data, such as the trained
+class ids), so no component ever sees the whole configuration tree.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bmvit.config import DataConfig, EvalConfig, LossConfig, MatcherConfig, ModelConfig, OptimConfig
+
+
+def create_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """Build the detector a ``model`` section describes, with ``num_classes`` action outputs."""
+    from bmvit.models import create_model
+
+    backbone_overrides: dict[str, Any] = dict(cfg.backbone_overrides)
+    if cfg.input_size:
+        backbone_overrides["input_size"] = tuple(int(v) for v in cfg.input_size)
+    if cfg.drop_path_rate >= 0:
+        backbone_overrides["drop_path_rate"] = float(cfg.drop_path_rate)
+    if cfg.activation_checkpointing:
+        backbone_overrides["use_checkpoint"] = True
+    return create_model(
+        cfg.name,
+        num_classes=cfg.num_classes or num_classes,
+        backbone_weights=cfg.backbone_weights or None,
+        weights_format=cfg.weights_format or None,
+        token_selection=cfg.token_selection,
+        backbone_overrides=backbone_overrides,
+    )
+
+
+def create_criterion(matcher_cfg: MatcherConfig, loss_cfg: LossConfig, num_classes: int) -> nn.Module:
+    from bmvit.losses import SetCriterion
+    from bmvit.matcher import HungarianMatcher
+
+    matcher = HungarianMatcher(
+        cost_actor=matcher_cfg.cost_actor,
+        cost_bbox=matcher_cfg.cost_bbox,
+        cost_giou=matcher_cfg.cost_giou,
+        cost_action=matcher_cfg.cost_action,
+    )
+    return SetCriterion(
+        matcher,
+        num_classes=num_classes,
+        eos_coef=loss_cfg.eos_coef,
+        weight_actor=loss_cfg.weight_actor,
+        weight_bbox=loss_cfg.weight_bbox,
+        weight_giou=loss_cfg.weight_giou,
+        weight_action=loss_cfg.weight_action,
+        action_loss=loss_cfg.action_loss,
+    )
+
+
+def create_postprocess(cfg: EvalConfig) -> nn.Module:
+    from bmvit.postprocess import PostProcess
+
+    return PostProcess(threshold=cfg.threshold)
+
+
+def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
+    """Absolute paths of the annotation files; a clear error when the root lacks them."""
+    if not cfg.root:
+        raise FileNotFoundError("data.root is not set: pass data.root=/path/to/dataset (see README, Data)")
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root {root} is not a directory")
+    paths: dict[str, Path | None] = {}
+    for key in ("train_csv", "val_csv", "label_map", "exclusions"):
+        rel = getattr(cfg, key)
+        paths[key] = (root / rel) if rel else None
+    for key in ("train_csv", "val_csv", "label_map"):
+        if not paths[key].is_file():
+            raise FileNotFoundError(f"data.{key}: {paths[key]} does not exist (data.root={root})")
+    if paths["exclusions"] is not None and not paths["exclusions"].is_file():
+        paths["exclusions"] = None
+    return paths
+
+
+def create_dataset(cfg: DataConfig, split: str, class_ids: list[int], input_size: tuple[int, int, int], train: bool):
+    """An ``AVADataset`` for ``split`` ("train" or "val") at the model's input size."""
+    from bmvit.data.dataset import AVADataset
+
+    paths = resolve_data_paths(cfg)
+    num_frames, height, width = input_size
+    if height != width:
+        raise ValueError(f"the model input must be square, got {height}x{width}")
+    return AVADataset(
+        root=cfg.root,
+        annotation_csv=paths["train_csv" if split == "train" else "val_csv"],
+        split=split,
+        num_frames=num_frames,
+        stride=cfg.sampling_stride,
+        input_size=height,
+        class_ids=class_ids,
+        source=cfg.source,
+        train=train,
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        resize=cfg.resize,
+        time_offset=cfg.time_offset,
+        fps=cfg.fps,
+        valid_seconds=(cfg.first_second, cfg.last_second),
+        exclusions=paths["exclusions"] if split == "val" else None,
+        hflip=cfg.hflip if train else 0.0,
+        flip_swap_class_ids=[tuple(int(v) for v in pair) for pair in cfg.flip_swap_pairs],
+        scale_jitter=tuple(cfg.scale_jitter) if train else (1.0, 1.0),
+        color_jitter=cfg.color_jitter if train else 0.0,
+        cache_videos=cfg.cache_videos,
+        skip_bad=cfg.skip_bad,
+    )
+
+
+def _layer_id(name: str, num_layers: int) -> int:
+    """Depth of a parameter for layer-wise LR decay: stem 0, block i -> i + 1, the rest (norm, heads) last."""
+    if name.startswith("backbone."):
+        match = re.search(r"\.blocks\.(\d+)\.", name)
+        if match:
+            return int(match.group(1)) + 1
+        if re.search(r"(patch_embed|cls_token|pos_embed|rel_pos)", name) and ".blocks." not in name:
+            return 0
+    return num_layers + 1
+
+
+def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW with layer-wise LR decay and no weight decay on norms, biases and position tables."""
+    no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    num_layers = max((int(m.group(1)) for n in names if (m := re.search(r"\.blocks\.(\d+)\.", n))), default=-1) + 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = _layer_id(name, num_layers)
+        decay = not (param.ndim <= 1 or name in no_decay or name.endswith(".bias"))
+        scale = cfg.layer_decay ** (num_layers + 1 - layer)
+        if not name.startswith("backbone."):
+            scale = cfg.head_lr_mult
+        group = groups.setdefault(
+            (layer, decay, name.startswith("backbone.")),
+            {"params": [], "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale},
+        )
+        group["params"].append(param)
+    param_groups = [groups[k] for k in sorted(groups)]
+    for group in param_groups:
+        group["lr"] = cfg.lr * group["lr_scale"]
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def create_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to ``min_lr_ratio``, stepped once per optimiser step."""
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, int(round(cfg.warmup_epochs * steps_per_epoch)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

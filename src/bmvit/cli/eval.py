@@ -1,0 +1,68 @@
+"""``bmvit eval --weights W --data ROOT [--json OUT] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="a bmvit model file (model.safetensors, best.safetensors)")
+    parser.add_argument("--data", help="dataset root (default: the one the model was trained on)")
+    parser.add_argument("--out", default=None, help="folder for detections CSV, per-class JSON and plot")
+    parser.add_argument("--json", default=None, help="also write the per-class AP JSON here")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="data.* and eval.* overrides")
+
+
+def run(args: argparse.Namespace) -> int:
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from bmvit.checkpoint import load_model
+    from bmvit.config import ConfigError, apply_overrides, config_from_dict, load_config
+    from bmvit.trainer import ClassInfo, evaluate_model, select_device
+
+    try:
+        device = select_device(args.device)
+        model = load_model(args.weights, device)
+        meta = model.metadata
+        config = config_from_dict(meta.get("run_config", {})) if meta.get("run_config") else load_config()
+        overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
+        for key in overrides:
+            if not key.startswith(("data.", "eval.")):
+                raise ConfigError(f"bmvit eval takes only data.* and eval.* overrides, got {key!r}")
+        config = apply_overrides(config, overrides)
+        classes = ClassInfo(class_ids=list(meta["class_ids"]), label_map={int(k): v for k, v in meta["label_map"].items()})
+        _check_label_map(config, classes)
+        out_dir = Path(args.out) if args.out else Path(args.weights).resolve().parent / "eval"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = evaluate_model(model, classes, config.data, config.eval, out_dir, device)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"bmvit eval: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        shutil.copyfile(out_dir / "per_class_ap_val.json", args.json)
+    for entry in result["per_class"]:
+        ap = "n/a (no ground truth)" if entry["ap"] is None else f"{entry['ap']:.4f}"
+        print(f"{entry['id']:>4}  {entry['name'][:40]:<40} {ap}")
+    print(f"detections: {out_dir / 'detections_val.csv'}")
+    print(f"per-class AP: {out_dir / 'per_class_ap_val.json'} and .png")
+    print(f"mAP: {result['mAP']:.4f}")
+    return 0
+
+
+def _check_label_map(config, classes) -> None:
+    """The data's label map must name classes the model was trained on."""
+    from bmvit.build import resolve_data_paths
+    from bmvit.config import ConfigError
+    from bmvit.data.ava import read_label_map
+
+    label_map = read_label_map(resolve_data_paths(config.data)["label_map"])
+    unknown = sorted(set(label_map) - set(classes.class_ids))
+    if unknown:
+        raise ConfigError(
+            f"the label map of {config.data.root} has classes {unknown} that the model was not trained on "
+            f"(its classes: {classes.class_ids})"
+        )
+    classes.label_map = label_map

@@ -1,0 +1,302 @@
+"""Typed run configuration: dataclasses are the single source of defaults.
+
+A YAML file (``--config F``) and dotted ``key=value`` arguments only override fields that exist;
+an unknown key or a value of the wrong type is an error that names the key. Every field carries
+its meaning in ``metadata["help"]``, which ``bmvit config show`` prints.
+
+The tree has one section per component (model, data, matcher, loss, optim, train, eval), and each
+component is built from its own section only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _f(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with its documentation attached."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    """Which detector to build. The resolved model config is also stored in every checkpoint."""
+
+    name: str = _f("bmvit_mvit_tiny", "detector preset from bmvit.list_models()")
+    num_classes: int = _f(0, "action classes predicted; 0 = the number of trained classes found in the training data")
+    input_size: list = _f([], "clip size [T, H, W] fed to the model; [] = the preset's own")
+    drop_path_rate: float = _f(-1.0, "stochastic depth of the backbone; -1 = the preset's own")
+    activation_checkpointing: bool = _f(False, "recompute backbone blocks in backward to save memory")
+    token_selection: str = _f("central", "key-frame tokens decoded: central | temporal_mean | all")
+    backbone_weights: str = _f("", "pretrained backbone weights file (torchvision, slowfast, videomae, hiera, bmvit)")
+    weights_format: str = _f("", "format of backbone_weights; '' = detect from the keys")
+    backbone_overrides: dict = _f({}, "extra fields of the backbone config, e.g. {depths: [1, 1, 2, 1]}")
+
+
+@dataclass
+class DataConfig:
+    """Where the AVA-format data lives and how clips are sampled and augmented."""
+
+    root: str = _f("", "dataset root (annotations/, frame_lists/, videos/ or frames/)")
+    source: str = _f("video", "clip source: video (decode files with PyAV) | frames (AVA jpg folders)")
+    train_csv: str = _f("annotations/ava_train_v2.2.csv", "training annotations, relative to root")
+    val_csv: str = _f("annotations/ava_val_v2.2.csv", "validation annotations, relative to root")
+    label_map: str = _f(
+        "annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt", "label map of the evaluated classes"
+    )
+    exclusions: str = _f("annotations/ava_val_excluded_timestamps_v2.2.csv", "excluded val key frames ('' = none)")
+    sampling_stride: int = _f(4, "frames between two sampled frames of a clip (16x4 in the paper)")
+    fps: float = _f(30.0, "frame rate that maps seconds to frame indices")
+    time_offset: float = _f(900.0, "second of the annotation timeline at video time 0 (AVA: 900)")
+    first_second: int = _f(902, "first valid key-frame second")
+    last_second: int = _f(1798, "last valid key-frame second")
+    resize: str = _f("square", "frame to input: square (resize the whole frame) | letterbox (keep aspect, pad)")
+    mean: list = _f([0.45, 0.45, 0.45], "per-channel mean (RGB, [0, 1] scale); PySlowFast's for Kinetics MViT")
+    std: list = _f([0.225, 0.225, 0.225], "per-channel std")
+    hflip: float = _f(0.5, "probability of a horizontal flip in training")
+    flip_swap_pairs: list = _f([], "action-id pairs a horizontal flip exchanges, e.g. [[3, 4]] for move_left/right")
+    scale_jitter: list = _f([1.0, 1.0], "random zoom range in training (1.0 = none)")
+    color_jitter: float = _f(0.0, "strength of brightness/contrast/saturation jitter in training")
+    cache_videos: bool = _f(False, "decode each video once per worker and keep it in memory (small datasets)")
+    num_workers: int = _f(2, "data-loader worker processes")
+    skip_bad: bool = _f(False, "skip (and count) malformed annotation rows instead of stopping")
+
+
+@dataclass
+class MatcherConfig:
+    """Costs of the Hungarian matching between key-frame tokens and ground-truth actors."""
+
+    cost_actor: float = _f(1.0, "weight of -p(actor)")
+    cost_bbox: float = _f(5.0, "weight of the L1 distance of cxcywh boxes")
+    cost_giou: float = _f(2.0, "weight of -GIoU")
+    cost_action: float = _f(0.0, "weight of the action cost (0 = off)")
+
+
+@dataclass
+class LossConfig:
+    """Weights of the set criterion."""
+
+    eos_coef: float = _f(0.1, "weight of the no-actor class in the actor cross-entropy")
+    weight_actor: float = _f(1.0, "actor/no-actor cross-entropy")
+    weight_bbox: float = _f(5.0, "L1 box loss on matched tokens")
+    weight_giou: float = _f(2.0, "GIoU loss on matched tokens")
+    weight_action: float = _f(1.0, "action loss on matched tokens")
+    action_loss: str = _f("bce", "bce | focal")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a cosine schedule, warm-up and layer-wise learning-rate decay."""
+
+    lr: float = _f(1e-4, "peak learning rate of the backbone's last layer for the global batch")
+    head_lr_mult: float = _f(1.0, "learning-rate multiplier of the projection and heads")
+    layer_decay: float = _f(1.0, "layer-wise learning-rate decay of the backbone (1.0 = off)")
+    weight_decay: float = _f(0.05, "AdamW weight decay (not on norms, biases, rel-pos tables)")
+    betas: list = _f([0.9, 0.999], "AdamW betas")
+    warmup_epochs: float = _f(1.0, "linear warm-up length in epochs")
+    min_lr_ratio: float = _f(0.01, "final learning rate as a fraction of the peak")
+    clip_grad: float = _f(1.0, "max gradient norm (0 = off)")
+
+
+@dataclass
+class TrainConfig:
+    """The training run."""
+
+    out_dir: str = _f("runs/train", "run folder: config, checkpoints, logs, metrics")
+    epochs: int = _f(10, "training epochs")
+    batch_size: int = _f(8, "clips per process per step")
+    grad_accum: int = _f(1, "steps of gradient accumulation per optimiser step")
+    amp: str = _f("auto", "autocast: auto (bf16 on CUDA, off on CPU) | bf16 | off")
+    eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
+    seed: int = _f(0, "random seed")
+    device: str = _f("auto", "auto | cpu | cuda")
+    log_every: int = _f(10, "console log interval in steps")
+    max_steps: int = _f(0, "stop after this many optimiser steps (0 = no limit); for smoke tests")
+    max_minutes: float = _f(0.0, "stop training after this many minutes, then evaluate (0 = no limit)")
+    tensorboard: bool = _f(True, "write TensorBoard event files when tensorboard is installed")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation and post-processing."""
+
+    threshold: float = _f(0.3, "tokens with p(actor) > threshold become detections")
+    max_rows_per_keyframe: int = _f(50, "AVA rows written per key frame, highest scores first (the official cap)")
+    protocol: str = _f("activitynet", "activitynet (official) | slowfast")
+    batch_size: int = _f(8, "clips per process in evaluation")
+
+
+@dataclass
+class Config:
+    """The whole run configuration."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that does not fit the dataclasses."""
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field's type, converting only where it is lossless (int -> float)."""
+    target = annotation if isinstance(annotation, type) else typing.get_origin(annotation) or annotation
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if target in (list, dict, str, bool, int, float):
+        if isinstance(value, tuple) and target is list:
+            return list(value)
+        if not isinstance(value, target) or (target is int and isinstance(value, bool)):
+            raise ConfigError(f"config key {key!r} expects {target.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"config key {key!r} has an unsupported type {annotation!r}")
+
+
+def _apply(section: Any, overrides: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(section))
+    names = {f.name for f in dataclasses.fields(section)}
+    for key, value in overrides.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}; valid keys here: {', '.join(sorted(names))}")
+        current = getattr(section, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {full!r} is a section; give a mapping, got {value!r}")
+            _apply(current, value, f"{full}.")
+        else:
+            setattr(section, key, _coerce(value, hints[key], full))
+
+
+def _parse_scalar(text: str) -> Any:
+    # YAML's scalar rules: 3 -> int, 3.0 -> float, true -> bool, [1, 2] -> list; strings stay as typed.
+    value = yaml.safe_load(text) if text.strip() else None
+    if value is None:
+        return ""
+    return text if isinstance(value, str) else value
+
+
+def _dotted_to_nested(pairs: list[str]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not of the form key=value (e.g. train.epochs=3)")
+        key, text = pair.split("=", 1)
+        parts = key.strip().split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r} sets a key below a non-section")
+        node[parts[-1]] = _parse_scalar(text)
+    return nested
+
+
+def _float_from_yaml_string(value: Any) -> Any:
+    # PyYAML (YAML 1.1) reads "1e-4" as a string; where the field is a float, the user meant a number.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then dotted ``key=value`` overrides; raises ConfigError on any misfit."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        try:
+            _apply(config, _fix_yaml_floats(data, config), "")
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    return apply_overrides(config, overrides or [])
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply dotted ``key=value`` overrides in place (and return the config)."""
+    if overrides:
+        _apply(config, _fix_yaml_floats(_dotted_to_nested(overrides), config), "")
+    return config
+
+
+def _fix_yaml_floats(data: dict[str, Any], section: Any) -> dict[str, Any]:
+    """Turn '1e-4'-style strings into floats where the field is a float."""
+    if not dataclasses.is_dataclass(section):
+        return data
+    hints = typing.get_type_hints(type(section))
+    fixed = {}
+    for key, value in data.items():
+        current = getattr(section, key, None)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            fixed[key] = _fix_yaml_floats(value, current)
+        elif hints.get(key) is float:
+            fixed[key] = _float_from_yaml_string(value)
+        else:
+            fixed[key] = value
+    return fixed
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. read back from a checkpoint)."""
+    config = Config()
+    _apply(config, data, "")
+    return config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def describe_config(config: Config) -> str:
+    """The resolved config as YAML-like text, each field followed by its meaning."""
+    lines: list[str] = []
+    for section_field in dataclasses.fields(config):
+        section = getattr(config, section_field.name)
+        lines.append(f"{section_field.name}:  # {type(section).__doc__.strip().splitlines()[0]}")
+        for f in dataclasses.fields(section):
+            value = yaml.safe_dump(getattr(section, f.name), default_flow_style=True).strip()
+            value = value.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"  {f.name}: {value}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_overrides",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "MatcherConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "describe_config",
+    "load_config",
+    "save_config",
+]
+
