@@ -105,14 +105,17 @@ def test_num_boxes_normalisation(monkeypatch):
         assert doubled[name].item() == pytest.approx(single[name].item(), rel=1e-6), name
 
     # Two processes with 3 and 9 actors: num_boxes = (3 + 9) / 2 = 6 on each, so the per-box terms
-    # of this rank are 3/6 of their single-process value; the actor CE is a local mean, unchanged.
+    # of this rank are 3/6 of their single-process value. The actor CE divides this rank's weighted
+    # sum by the mean weight sum of the processes: local weights 3 * 1 + 9 * 0.1 = 3.9 (3 matched of
+    # 12 tokens), the fake all-reduce adds 9, so the divisor is (3.9 + 9) / 2 instead of 3.9.
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: t.add_(9.0))
     distributed = criterion(outputs, targets)
     for name in ("loss_bbox", "loss_giou", "loss_action"):
         assert distributed[name].item() == pytest.approx(single[name].item() * 3 / 6, rel=1e-6), name
-    assert distributed["loss_actor"].item() == pytest.approx(single["loss_actor"].item(), rel=1e-6)
+    expected_actor = single["loss_actor"].item() * 3.9 / ((3.9 + 9.0) / 2)
+    assert distributed["loss_actor"].item() == pytest.approx(expected_actor, rel=1e-6)
 
 
 def test_empty_targets_give_only_the_no_actor_loss():

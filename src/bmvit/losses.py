@@ -148,7 +148,11 @@ class SetCriterion(nn.Module):
     def _actor_loss(self, pred_actor: Tensor, batch_idx: Tensor, token_idx: Tensor) -> Tensor:
         target_classes = torch.ones(pred_actor.shape[:2], dtype=torch.int64, device=pred_actor.device)
         target_classes[batch_idx, token_idx] = 0
-        return F.cross_entropy(pred_actor.float().transpose(1, 2), target_classes, weight=self.actor_class_weight)
+        per_token = F.cross_entropy(pred_actor.float().transpose(1, 2), target_classes, reduction="none")
+        weights = self.actor_class_weight.to(per_token.device)[target_classes]
+        # The weighted mean over the tokens of the *global* batch: each process divides by the
+        # all-reduced weight sum over the world size, since DDP then averages the gradients.
+        return (weights * per_token).sum() / _global_mean(weights.sum().detach())
 
     def _box_losses(self, src_boxes: Tensor, tgt_boxes: Tensor, num_boxes: float) -> dict[str, Tensor]:
         # Empty matchings still go through these ops, so every head stays in the autograd graph
@@ -169,11 +173,7 @@ class SetCriterion(nn.Module):
     @staticmethod
     def _num_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
         count = sum(int(_actor_rows(t["labels"]).numel()) for t in targets)
-        num_boxes = torch.tensor(float(count), device=device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(num_boxes)
-            num_boxes = num_boxes / dist.get_world_size()
-        return max(float(num_boxes), 1.0)
+        return max(float(_global_mean(torch.tensor(float(count), device=device))), 1.0 / _world_size())
 
     def _check(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> None:
         if "pred_actions" not in outputs:
@@ -201,3 +201,16 @@ def _actor_rows(labels: Tensor) -> Tensor:
 def _matched(targets: list[dict[str, Tensor]], indices: MatchIndices, key: str) -> Tensor:
     """``targets[b][key]`` rows in matching order, concatenated over the batch."""
     return torch.cat([t[key][tgt_idx.to(t[key].device)] for t, (_, tgt_idx) in zip(targets, indices)])
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _global_mean(value: Tensor) -> Tensor:
+    """Sum of ``value`` over all processes divided by their number (``value`` itself when alone)."""
+    if _world_size() == 1:
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value / _world_size()

@@ -1,0 +1,86 @@
+"""The training run end to end on a few seconds of synthetic data: outputs, resume, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bmvit import trainer
+from bmvit.checkpoint import load_model, load_tensors
+from bmvit.config import ConfigError, load_config
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
+LOSS_KEYS = ("loss", "loss_actor", "loss_bbox", "loss_giou", "loss_action")
+
+
+def _config(tiny_dataset, out_dir, tiny_overrides, **extra):
+    return load_config(CONFIG, tiny_overrides(tiny_dataset, out_dir, **extra))
+
+
+def test_fit_writes_every_output(tiny_dataset, tmp_path, tiny_overrides):
+    config = _config(tiny_dataset, tmp_path / "run", tiny_overrides)
+    final = trainer.fit(config)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "metrics.json", "last.safetensors", "best.safetensors",
+                 "model.safetensors", "detections_val.csv", "per_class_ap_val.json", "per_class_ap_val.png"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1]
+    assert all(0.0 <= r["mAP"] <= 1.0 for r in lines) and final["mAP"] == lines[-1]["mAP"]
+    assert all(r["clips_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in lines)
+    model = load_model(run / "model.safetensors")
+    meta = model.metadata
+    train_csv = tiny_dataset / "annotations" / "ava_train_v2.2.csv"
+    trained = sorted({int(line.split(",")[6]) for line in train_csv.read_text().splitlines()})
+    assert meta["class_ids"] == trained and meta["input_size"] == [4, 64, 64]
+    assert meta["run_config"]["train"]["batch_size"] == 2
+    result = json.loads((run / "per_class_ap_val.json").read_text())
+    assert result["protocol"] == "activitynet" and len(result["per_class"]) == 9
+
+
+def _losses(history, epoch):
+    return {k: history[epoch][k] for k in LOSS_KEYS}
+
+
+def test_resume_continues_exactly(tiny_dataset, tmp_path, tiny_overrides, monkeypatch):
+    full = trainer.fit(_config(tiny_dataset, tmp_path / "full", tiny_overrides, **{"train.epochs": 3}))
+    full_history = json.loads((tmp_path / "full" / "metrics.json").read_text())["history"]
+
+    # Kill the second run during its second epoch, after the first epoch's checkpoint was written.
+    original = trainer.train_one_epoch
+
+    def dying(*args, **kwargs):
+        if args[5] == 1:
+            raise KeyboardInterrupt("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(_config(tiny_dataset, tmp_path / "killed", tiny_overrides, **{"train.epochs": 3}))
+    monkeypatch.setattr(trainer, "train_one_epoch", original)
+    resumed = trainer.fit(_config(tiny_dataset, tmp_path / "killed", tiny_overrides, **{"train.epochs": 3}), resume=True)
+    resumed_history = json.loads((tmp_path / "killed" / "metrics.json").read_text())["history"]
+    assert [r["epoch"] for r in resumed_history] == [0, 1, 2]
+    for epoch in (1, 2):
+        assert _losses(resumed_history, epoch) == pytest.approx(_losses(full_history, epoch), rel=1e-5, abs=1e-6)
+    assert resumed["mAP"] == pytest.approx(full["mAP"], abs=1e-9)
+    full_weights, _ = load_tensors(tmp_path / "full" / "last.safetensors")
+    resumed_weights, _ = load_tensors(tmp_path / "killed" / "last.safetensors")
+    for key in full_weights:
+        if key.startswith("model."):
+            torch.testing.assert_close(resumed_weights[key], full_weights[key], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_another_model_config_is_refused(tiny_dataset, tmp_path, tiny_overrides):
+    trainer.fit(_config(tiny_dataset, tmp_path / "run", tiny_overrides, **{"train.epochs": 1}))
+    other = _config(tiny_dataset, tmp_path / "run", tiny_overrides, **{"model.token_selection": "temporal_mean"})
+    with pytest.raises(ConfigError, match="cannot resume"):
+        trainer.fit(other, resume=True)
+
+
+def test_data_root_without_annotations_fails_before_building(tmp_path, tiny_overrides):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="train_csv"):
+        trainer.fit(load_config(CONFIG, tiny_overrides(tmp_path / "empty", tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
