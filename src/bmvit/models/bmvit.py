@@ -8,6 +8,8 @@ models/detr.py); changes: no transformer decoder and no queries, the candidates 
     clip [B, 3, T, H, W] -> backbone -> tokens [B, T', H', W', C]
         -> token selection (central slice t = T' // 2 | temporal mean | all)  -> [B, N, C]
         -> per-token linear projection C -> proj_dim -> box / actor / action heads
+    (with ``action_head="cross_attention"``, supplementary Fig. 1b, the action head of each
+    candidate also attends over all T'xH'xW' projected tokens)
 
 ``BMViTConfig`` is the model's whole description; it travels inside every checkpoint as plain data
 (``to_dict`` / ``from_dict``), and ``BMViT(config)`` rebuilds the same architecture from it.
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 from bmvit.models import register_model
 from bmvit.models.backbones import create_backbone
-from bmvit.models.heads import BOX_REFERENCES, DetectionHeads
+from bmvit.models.heads import ACTION_HEADS, BOX_REFERENCES, DetectionHeads
 
 TOKEN_SELECTIONS: tuple[str, ...] = ("central", "temporal_mean", "all")
 
@@ -45,6 +47,8 @@ class BMViTConfig:
             paper's choice), ``temporal_mean`` (the mean over T'), ``all`` (every T'xH'xW' token).
         box_reference: ``token_center`` (boxes start at their token's grid cell) or ``none``;
             see ``bmvit.models.heads``.
+        action_head: ``mlp`` (per-token MLP, Fig. 1a) or ``cross_attention`` (the candidates
+            attend over all tokens before the MLP, Fig. 1b; ``CrossAttentionActionHead``).
     """
 
     backbone: str = "bmvit_mvitv2_s"
@@ -57,6 +61,7 @@ class BMViTConfig:
     action_head_layers: int = 2
     token_selection: str = "central"
     box_reference: str = "token_center"
+    action_head: str = "mlp"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -70,6 +75,8 @@ class BMViTConfig:
                              f"got {self.token_selection!r}")
         if self.box_reference not in BOX_REFERENCES:
             raise ValueError(f"BMViTConfig.box_reference must be one of {BOX_REFERENCES}, got {self.box_reference!r}")
+        if self.action_head not in ACTION_HEADS:
+            raise ValueError(f"BMViTConfig.action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
         # JSON turns tuples into lists; normalise so that from_dict(to_dict(c)) == c.
         self.backbone_overrides = {k: _freeze(k, v) for k, v in self.backbone_overrides.items()}
 
@@ -95,6 +102,10 @@ class BMViTConfig:
 _SCALARS = (bool, int, float, str, type(None))
 
 
+def _thaw(value: Any) -> Any:
+    return [_thaw(v) for v in value] if isinstance(value, tuple) else value
+
+
 def _check_type(name: str, value: Any, annotation: str) -> None:
     expected = {"str": str, "int": int, "dict[str, Any]": dict}[annotation]
     # bool is an int subclass; a True where a count belongs is a mistake, not a 1.
@@ -105,11 +116,24 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
 def _freeze(key: Any, value: Any) -> Any:
     if not isinstance(key, str):
         raise TypeError(f"BMViTConfig.backbone_overrides keys must be str, got {key!r}")
-    if isinstance(value, (list, tuple)) and all(isinstance(v, _SCALARS) for v in value):
-        return tuple(value)
+    frozen = _freeze_value(value)
+    if frozen is None and value is not None:
+        raise TypeError(
+            f"BMViTConfig.backbone_overrides[{key!r}] must be a scalar or a (nested) list of scalars, got {value!r}"
+        )
+    return frozen
+
+
+def _freeze_value(value: Any) -> Any:
+    """Scalars stay, lists become tuples (recursively, e.g. per-stage strides); anything else -> None."""
     if isinstance(value, _SCALARS):
         return value
-    raise TypeError(f"BMViTConfig.backbone_overrides[{key!r}] must be a scalar or a list of scalars, got {value!r}")
+    if isinstance(value, (list, tuple)):
+        items = [_freeze_value(v) for v in value]
+        if any(item is None and v is not None for item, v in zip(items, value)):
+            return None
+        return tuple(items)
+    return None
 
 
 class BMViT(nn.Module):
@@ -141,6 +165,7 @@ class BMViT(nn.Module):
             actor_layers=config.actor_head_layers,
             action_layers=config.action_head_layers,
             box_reference=config.box_reference,
+            action_head=config.action_head,
         )
 
     @property
@@ -172,8 +197,15 @@ class BMViT(nn.Module):
         if tokens.ndim != 5 or tokens.shape[-1] != self.proj.in_features:
             raise RuntimeError(f"backbone {self.config.backbone!r} returned {tuple(tokens.shape)}; expected "
                                f"[B, T', H', W', {self.proj.in_features}]")
-        candidates, grid_thw = self._select_tokens(tokens)
-        out: dict[str, Any] = self.heads(self.proj(candidates), grid_thw)
+        if self.config.action_head == "cross_attention":
+            # Project every token once: the candidates are a slice of them, and the action head
+            # attends over all of them.
+            projected = self.proj(tokens)
+            candidates, grid_thw = self._select_tokens(projected)
+            out: dict[str, Any] = self.heads(candidates, grid_thw, context=projected.flatten(1, 3))
+        else:
+            candidates, grid_thw = self._select_tokens(tokens)
+            out = self.heads(self.proj(candidates), grid_thw)
         out["token_grid"] = grid_thw
         if return_attention:
             out["attention"] = attention
@@ -234,3 +266,55 @@ def bmvit_mvit_tiny(
 ) -> BMViT:
     """A few-block BMViT for tests and CPU demos (same structure, small dims)."""
     return _create_bmvit("bmvit_mvit_tiny", num_classes, backbone_weights, weights_format, **overrides)
+
+
+# Supplementary Fig. 1b: no 512-d projection (the heads are "MLP(768)"), the action branch is
+# cross-attention over all tokens. The 768 -> 768 "proj" is kept so that every variant has the same
+# structure; it is one linear map in front of linear layers (0.6 M parameters, < 0.6 GMACs).
+_VIT_HEADS: dict[str, Any] = {"proj_dim": 768, "head_hidden_dim": 768, "action_head": "cross_attention"}
+
+
+@register_model
+def bmvit_vit_b(
+    num_classes: int = 80, backbone_weights: str | None = None, weights_format: str | None = None, **overrides: Any
+) -> BMViT:
+    """BMViT with VideoMAE's ViT-B at 16x288 (8x18x18 tokens, 324 candidates; supplementary Fig. 1b):
+    box and actor MLPs on the t = T'//2 tokens, actions by cross-attention of those tokens over all
+    2592 tokens, then MLP(3072) and MLP(768) -> C.
+
+    ``backbone_weights`` is a VideoMAE checkpoint (fine-tuned or pre-trained); ``overrides`` are
+    other ``BMViTConfig`` fields.
+    """
+    return _create_bmvit("bmvit_vit_b", num_classes, backbone_weights, weights_format, **{**_VIT_HEADS, **overrides})
+
+
+@register_model
+def bmvit_vit_tiny(
+    num_classes: int = 80, backbone_weights: str | None = None, weights_format: str | None = None, **overrides: Any
+) -> BMViT:
+    """A 4-block ViT (96 channels) with the ViT-B variant's heads (cross-attention action head), for
+    tests and CPU demos."""
+    heads = {"proj_dim": 96, "head_hidden_dim": 96, "action_head": "cross_attention"}
+    return _create_bmvit("vit_tiny", num_classes, backbone_weights, weights_format, **{**heads, **overrides})
+
+
+@register_model
+def bmvit_hiera_l(
+    num_classes: int = 80, backbone_weights: str | None = None, weights_format: str | None = None, **overrides: Any
+) -> BMViT:
+    """BMViT with Hiera-L at 16x256 (last Q pooling removed: 8x16x16 tokens, 256 candidates;
+    supplementary Table 1). The paper gives no head details for Hiera-L, so the heads are those of
+    the MViTv2-S variant (proj 1152 -> 512, MLP heads).
+
+    ``backbone_weights`` is a ``hiera-transformer`` checkpoint (``hiera_large_16x224``,
+    ``mae_k400_ft_k400`` or ``mae_k400``); its 224-px position embeddings are resized.
+    """
+    return _create_bmvit("bmvit_hiera_l", num_classes, backbone_weights, weights_format, **overrides)
+
+
+@register_model
+def bmvit_hiera_tiny(
+    num_classes: int = 80, backbone_weights: str | None = None, weights_format: str | None = None, **overrides: Any
+) -> BMViT:
+    """A 5-block Hiera (24 -> 192 channels, last Q pooling removed) for tests and CPU demos."""
+    return _create_bmvit("bmvit_hiera_tiny", num_classes, backbone_weights, weights_format, **overrides)
