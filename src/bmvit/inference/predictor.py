@@ -1,0 +1,585 @@
+"""Run a trained detector on any video: ``bmvit.load``, ``Predictor`` and ``predict_to_files``.
+
+A video file (anything PyAV decodes, any frame rate, size and aspect ratio) or a frame folder is
+cut into key frames every ``1 / fps`` seconds. Each key frame gets a clip sampled exactly as in
+training (``VideoFileSource.read_clip_at_time``): ``T`` frames at the checkpoint's stride on its
+frame timeline (30 fps for AVA), centred on the key frame, clamped at the video's ends (the end
+frames repeat). The clip is resized as in training, the model scores every key-frame token, and
+``PostProcess`` keeps the tokens with ``p(actor) > threshold``; their boxes are mapped back to the
+original frame (identity for the square resize, undoing the padding for letterbox).
+
+The video is decoded once, forward, with a sliding window: a frame is preprocessed when decoded,
+kept while a pending clip still needs it and dropped after, so memory is bounded by one clip span
+whatever the video's length. ``predict(..., stream=True)`` yields key frame by key frame.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bmvit.data.video import ClipSource, FrameFolderSource, VideoFileSource, clip_indices, resample_indices
+from bmvit.inference.results import Detections
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "bmvit_mvit_tiny_synthetic.safetensors"
+"""The tiny checkpoint trained on the synthetic dataset by ``bmvit demo`` (when the package ships it)."""
+
+
+
+def model_metadata_or_defaults(model: nn.Module) -> dict[str, Any]:
+    """The model's checkpoint metadata, completed with the training defaults of ``bmvit.config`` for a
+    model that has none (built with ``create_model``): 16x4 sampling at 30 fps, mean/std, square resize."""
+    from bmvit.config import DataConfig, EvalConfig
+
+    data, evaluation = DataConfig(), EvalConfig()
+    defaults = {"sampling_stride": data.sampling_stride, "fps": data.fps, "mean": data.mean, "std": data.std,
+                "resize": data.resize, "threshold": evaluation.threshold}
+    return {**defaults, **getattr(model, "metadata", {})}
+
+
+class VideoInputWarning(UserWarning):
+    """A video was usable but not as expected (truncated, shorter than one clip)."""
+
+
+def load(path: str | os.PathLike, weights: str | os.PathLike | None = None,
+         device: str | torch.device = "cpu") -> nn.Module:
+    """A trained detector, eval-ready, with its checkpoint metadata as ``model.metadata``.
+
+    Args:
+        path: a bmvit model file (``model.safetensors``, ``best.safetensors``, ``last.safetensors``),
+            or a preset name from ``bmvit.list_models()`` together with ``weights``.
+        weights: with a preset name: the model file to load; it must hold that preset's architecture.
+        device: where to put the model (``"auto"``: CUDA when available).
+    """
+    from bmvit.checkpoint import load_model
+    from bmvit.models import list_models
+
+    device = resolve_device(device)
+    name = os.fspath(path)
+    if weights is None:
+        if name in list_models() and not Path(name).exists():
+            raise ValueError(f"bmvit.load({name!r}): a preset name needs weights=MODEL_FILE (for random weights use "
+                             f"bmvit.create_model({name!r}))")
+        return load_model(_existing_file(name, "model file"), device)
+    if name not in list_models():
+        raise ValueError(f"bmvit.load: {name!r} is not a preset (available: {', '.join(list_models())}); "
+                         "pass a model file as the first argument")
+    model = load_model(_existing_file(weights, "weights file"), device)
+    built = _preset_of(model)
+    if built != name:
+        raise ValueError(f"{weights} holds a {built!r} model, not the {name!r} preset asked for")
+    return model
+
+
+def _preset_of(model: nn.Module) -> str:
+    """The preset a loaded model was made from: the training run's ``model.name`` when recorded, else
+    the preset (built on the meta device: no memory, no time) with the same backbone and action head."""
+    from bmvit.models import create_model, list_models
+
+    recorded = model.metadata.get("run_config", {}).get("model", {}).get("name")
+    if recorded:
+        return str(recorded)
+    # A preset is its backbone and its kind of action head; widths and the like are user overrides.
+    mine = {k: v for k, v in model.config.to_dict().items() if k in ("backbone", "action_head")}
+    for preset in list_models():
+        with torch.device("meta"):
+            reference = create_model(preset, num_classes=model.config.num_classes).config.to_dict()
+        if all(reference.get(k) == v for k, v in mine.items()):
+            return preset
+    return model.config.backbone
+
+
+def _existing_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file")
+    return path
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def open_source(source: str | os.PathLike | ClipSource, frames_fps: float = 30.0) -> ClipSource:
+    """A ``ClipSource`` for a video file or an AVA-style frame folder (``<dir>/<dir>_%06d.jpg`` at
+    ``frames_fps``); a ``ClipSource`` passes through."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    path = Path(source)
+    if path.is_dir():
+        return FrameFolderSource(path, fps=frames_fps)
+    if not path.exists():
+        raise FileNotFoundError(f"video {path} does not exist")
+    return VideoFileSource(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# where the clips come from
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a model wants its clips, from its checkpoint's metadata.
+
+    Attributes:
+        num_frames, input_hw: the model's ``T`` and ``(H, W)``.
+        stride: frames between sampled frames, counted on the ``timeline_fps`` timeline.
+        timeline_fps: the frame rate strides count (AVA's frames are extracted at 30 fps).
+        mean, std: input normalisation (RGB, [0, 1] scale).
+        resize: ``square`` (stretch the frame) or ``letterbox`` (keep the aspect, pad).
+    """
+
+    num_frames: int
+    input_hw: tuple[int, int]
+    stride: int
+    timeline_fps: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> ClipSpec:
+        meta = model_metadata_or_defaults(model)
+        t, h, w = (int(v) for v in model.input_size)
+        return cls(t, (h, w), int(meta["sampling_stride"]), float(meta["fps"]), tuple(meta["mean"]),
+                   tuple(meta["std"]), str(meta["resize"]))
+
+    @property
+    def span_s(self) -> float:
+        """Seconds one clip covers."""
+        return self.num_frames * self.stride / self.timeline_fps
+
+
+@dataclass(frozen=True)
+class KeyFrame:
+    """One key frame: its time, its frame in the video and the ``[T]`` video frames of its clip."""
+
+    time_s: float
+    frame_index: int
+    clip_indices: np.ndarray
+
+
+def clip_frame_indices(time_s: float, spec: ClipSpec, video_fps: float, video_frames: int) -> tuple[int, np.ndarray]:
+    """``(key frame index, [T] clip frame indices)`` in a ``video_fps`` video of ``video_frames`` frames.
+
+    The same sampling as ``read_clip_at_time(time_s, T, stride, sample_fps=timeline_fps)``: indices
+    on the timeline, clamped to it (so the ends repeat), then mapped to the nearest video frames.
+    """
+    timeline_length = max(1, int(np.floor(video_frames * spec.timeline_fps / video_fps + 0.5)))
+    center = int(np.floor(time_s * spec.timeline_fps + 0.5))
+    on_timeline = clip_indices(center, spec.num_frames, spec.stride, timeline_length)
+    key = resample_indices(np.array([min(max(center, 0), timeline_length - 1)]), spec.timeline_fps, video_fps,
+                           video_frames)
+    return int(key[0]), resample_indices(on_timeline, spec.timeline_fps, video_fps, video_frames)
+
+
+def keyframe_schedule(video_frames: int, video_fps: float, spec: ClipSpec, fps: float = 1.0) -> list[KeyFrame]:
+    """Key frames every ``1 / fps`` seconds from time 0 while they fall inside the video."""
+    if not fps > 0 or not math.isfinite(fps):
+        raise ValueError(f"key-frame rate fps must be a positive number, got {fps}")
+    duration = video_frames / video_fps
+    out = []
+    for k in range(max(1, int(math.ceil(duration * fps - 1e-9)))):
+        t = k / fps
+        key, indices = clip_frame_indices(t, spec, video_fps, video_frames)
+        out.append(KeyFrame(t, key, indices))
+    return out
+
+
+@dataclass
+class VideoPlan:
+    """A video ready to be predicted: its source, key frames and what was noticed about it.
+
+    ``stopped_at_frame`` is set while predicting when decoding ended before the frames the clips
+    need (a truncated or corrupt file); ``notes`` collects every warning given about the video
+    (also written to the JSON output).
+    """
+
+    source: ClipSource
+    video_id: str
+    video_fps: float
+    num_frames: int
+    image_size: tuple[int, int]
+    keyframes: list[KeyFrame]
+    keyframe_fps: float
+    notes: list[str] = field(default_factory=list)
+    stopped_at_frame: int | None = None
+
+
+class _FrameStream:
+    """The wanted frames of a source, in increasing index order, each decoded once.
+
+    A video file is decoded forward from its start (no seeking); frames nobody wants are decoded but
+    not converted to RGB. Decoding that stops early (the end of a truncated file, a decoder error)
+    ends the iteration; ``last_index``, ``complete`` and ``error`` then say where and why.
+    """
+
+    def __init__(self, source: ClipSource) -> None:
+        self.source = source
+        self.last_index = -1
+        self.complete = False
+        self.error: str | None = None
+
+    def frames(self, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, uint8 [H, W, 3] RGB)`` for each index of ``wanted`` (sorted, unique)."""
+        if isinstance(self.source, VideoFileSource):
+            yield from self._decode_file([int(i) for i in wanted])
+            return
+        for i in wanted.tolist():
+            try:
+                frame = self.source.read_frames([i])[0]
+            except (OSError, ValueError, IndexError) as err:
+                self.error = str(err)
+                return
+            self.last_index = i
+            yield i, frame
+        self.complete = True
+
+    def _decode_file(self, pending: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        import av
+
+        fps, pos, previous = self.source.fps, 0, None
+        try:
+            with av.open(self.source.path) as container:
+                # FFmpeg's default threading: frame threads would compete with torch's for the cores and cost
+                # more than they save on the small frames most videos have.
+                stream = container.streams.video[0]
+                time_base = stream.time_base
+                start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+                for frame in container.decode(stream):
+                    # VideoFileSource's index formula, so that both agree on which frame is which.
+                    index = (int(np.floor((float(frame.pts * time_base) - start) * fps + 0.5))
+                             if frame.pts is not None else self.last_index + 1)
+                    # A variable-rate stream can skip an index: the frame on screen then is the previous one.
+                    while pos < len(pending) and pending[pos] < index:
+                        yield pending[pos], (previous if previous is not None else frame).to_ndarray(format="rgb24")
+                        pos += 1
+                    if pos < len(pending) and pending[pos] == index:
+                        yield index, frame.to_ndarray(format="rgb24")
+                        pos += 1
+                    previous = frame
+                    self.last_index = max(self.last_index, index)
+                    if pos == len(pending):
+                        self.complete = True
+                        return
+        except av.FFmpegError as err:
+            self.error = f"{type(err).__name__}: {err}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the predictor
+
+
+class Predictor:
+    """Detect actors and their actions in videos with a trained BMViT.
+
+    Args:
+        model: a detector (``bmvit.load(...)``); its ``metadata`` gives classes, clip sampling,
+            normalisation and the default threshold. A model without metadata uses the training
+            defaults (16x4 at 30 fps, Kinetics mean/std, square resize, classes ``1..C``).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
+        threshold: keep tokens with ``p(actor) > threshold``; default: the checkpoint's (0.3).
+        max_detections: keep at most this many boxes per key frame, the most confident (None: all).
+        batch_size: clips per forward pass.
+        on_warning: called with each message about a video (truncated, too short); default:
+            ``warnings.warn(message, VideoInputWarning)``.
+        frames_fps: frame rate of frame-folder sources (AVA extracts frames at 30 fps).
+    """
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "auto", threshold: float | None = None,
+                 max_detections: int | None = None, batch_size: int = 4,
+                 on_warning: Callable[[str], None] | None = None, frames_fps: float = 30.0) -> None:
+        from bmvit.data.transforms import build_transforms
+        from bmvit.postprocess import PostProcess
+
+        from bmvit.models.bmvit import BMViT
+
+        if not isinstance(model, BMViT):
+            raise TypeError(f"Predictor runs single-stage BMViT detectors; got a {type(model).__name__} (a two-stage "
+                            "model needs person boxes from a detector and is evaluated with `bmvit eval`)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        meta = model_metadata_or_defaults(model)
+        num_classes = int(model.config.num_classes)
+        self.class_ids = [int(c) for c in meta.get("class_ids", range(1, num_classes + 1))]
+        self.class_names = [str(n) for n in meta.get("class_names", [f"class_{c}" for c in self.class_ids])]
+        if len(self.class_ids) != num_classes:
+            raise ValueError(f"the checkpoint names {len(self.class_ids)} classes but its model predicts {num_classes}")
+        self.threshold = float(meta["threshold"] if threshold is None else threshold)
+        self.postprocess = PostProcess(self.threshold, top_k=max_detections)
+        self.spec = ClipSpec.from_model(model)
+        self.transform = build_transforms(False, self.spec.input_hw, mean=self.spec.mean, std=self.spec.std,
+                                          resize=self.spec.resize)
+        self.batch_size = batch_size
+        self.frames_fps = frames_fps
+        self._warn = on_warning or (lambda msg: warnings.warn(msg, VideoInputWarning, stacklevel=4))
+
+    # --- planning
+
+    def plan(self, source: str | os.PathLike | ClipSource, fps: float = 1.0) -> VideoPlan:
+        """Open ``source`` and list its key frames (raises a clear error for a missing or unreadable file)."""
+        src = open_source(source, self.frames_fps)
+        video_fps, num_frames, size = float(src.fps), int(src.num_frames), tuple(src.size)
+        if num_frames < 1:
+            raise ValueError(f"video {src.video_id} has no frames")
+        plan = VideoPlan(src, src.video_id, video_fps, num_frames, size,
+                         keyframe_schedule(num_frames, video_fps, self.spec, fps), float(fps))
+        duration = num_frames / video_fps
+        if duration < self.spec.span_s:
+            self._note(plan, f"video {src.video_id} is {duration:.2f} s long, shorter than one clip "
+                             f"({self.spec.span_s:.2f} s = {self.spec.num_frames} frames x {self.spec.stride} at "
+                             f"{self.spec.timeline_fps:g} fps): its clips are padded by repeating its first and last "
+                             "frames")
+        return plan
+
+    def _note(self, plan: VideoPlan, message: str) -> None:
+        plan.notes.append(message)
+        self._warn(message)
+
+    # --- predicting
+
+    def predict(self, source: str | os.PathLike | ClipSource | VideoPlan, stream: bool = False,
+                fps: float = 1.0) -> list[Detections] | Iterator[Detections]:
+        """Detections at key frames every ``1 / fps`` seconds of ``source``.
+
+        Args:
+            source: a video file, a frame folder, a ``ClipSource`` or a ``plan(...)`` of one.
+            stream: yield key frame by key frame (bounded memory) instead of returning a list.
+            fps: key frames per second (AVA annotates 1).
+
+        Returns:
+            ``Detections`` in time order (a list, or an iterator when ``stream``). Errors in opening
+            the source are raised here, not at the first ``next()``.
+        """
+        plan = source if isinstance(source, VideoPlan) else self.plan(source, fps)
+        iterator = self._run(plan)
+        return iterator if stream else list(iterator)
+
+    __call__ = predict
+
+    def _run(self, plan: VideoPlan) -> Iterator[Detections]:
+        reader = _FrameStream(plan.source)
+        keyframes = plan.keyframes
+        wanted = np.unique(np.concatenate([k.clip_indices for k in keyframes]))
+        # uses[i]: clips not yet assembled that need frame i; a frame leaves the window at zero.
+        uses = Counter(i for k in keyframes for i in set(k.clip_indices.tolist()))
+        window: dict[int, Tensor] = {}
+        last_rgb: tuple[int, Tensor] | None = None
+        next_kf = 0
+        batch: list[tuple[KeyFrame, Tensor]] = []
+        for index, rgb in reader.frames(wanted):
+            window[index] = self._preprocess(rgb)
+            last_rgb = (index, window[index])
+            while next_kf < len(keyframes) and int(keyframes[next_kf].clip_indices[-1]) <= index:
+                kf = keyframes[next_kf]
+                batch.append((kf, self._assemble(kf.clip_indices, window)))
+                next_kf += 1
+                for i in set(kf.clip_indices.tolist()):
+                    uses[i] -= 1
+                    if uses[i] == 0:
+                        del window[i]
+                if len(batch) == self.batch_size:
+                    yield from self._detect(batch, plan)
+                    batch = []
+        last = -1
+        if last_rgb is not None:  # kept for padding even when no pending clip counted on it
+            last = last_rgb[0]
+            window[last] = last_rgb[1]
+        while next_kf < len(keyframes) and 0 <= keyframes[next_kf].frame_index <= last:
+            # Past the decoded end the clip repeats the last decoded frame, as at any video's end.
+            kf = keyframes[next_kf]
+            batch.append((kf, self._assemble(np.minimum(kf.clip_indices, last), window)))
+            next_kf += 1
+        if batch:
+            yield from self._detect(batch, plan)
+        skipped = len(keyframes) - next_kf
+        # A stream that ends cleanly one frame short of a stated count is a rounded estimate, not damage.
+        short = int(wanted[-1]) - reader.last_index
+        if skipped or reader.error or (not reader.complete and short > 1):
+            self._report_stop(plan, reader, skipped)
+        plan.source.close()  # the metadata handle; reads reopen it
+
+    def _report_stop(self, plan: VideoPlan, reader: _FrameStream, skipped: int) -> None:
+        decoded = reader.last_index + 1
+        plan.stopped_at_frame = decoded
+        why = f" ({reader.error})" if reader.error else ""
+        if decoded == 0:
+            raise ValueError(f"video {plan.video_id}: no frame could be decoded from {_where(plan.source)}{why}")
+        message = (f"video {plan.video_id}: decoding stopped at frame {decoded} (t={decoded / plan.video_fps:.2f} s) "
+                   f"of the {plan.num_frames} its header states{why}; truncated or corrupt file?")
+        if skipped:
+            message += (f" {skipped} of {len(plan.keyframes)} key frames (from t="
+                        f"{plan.keyframes[-skipped].time_s:.2f} s on) were not predicted")
+        self._note(plan, message)
+
+    def _preprocess(self, rgb: np.ndarray) -> Tensor:
+        """``uint8 [H, W, 3]`` -> the model's normalised ``float32 [3, H', W']`` (resized as in training)."""
+        clip, _ = self.transform(rgb[None], {})
+        return clip[:, 0]
+
+    @staticmethod
+    def _assemble(indices: np.ndarray, window: dict[int, Tensor]) -> Tensor:
+        return torch.stack([window[int(i)] for i in indices], dim=1)  # [3, T, H, W]
+
+    @torch.inference_mode()
+    def forward_clips(self, clips: Tensor) -> tuple[dict[str, Any], list[dict[str, Tensor]]]:
+        """Model outputs and post-processed results for ``clips [B, 3, T, H, W]`` (normalised)."""
+        outputs = self.model(clips.to(self.device))
+        return outputs, self.postprocess(outputs)
+
+    def _detect(self, batch: list[tuple[KeyFrame, Tensor]], plan: VideoPlan) -> list[Detections]:
+        _, results = self.forward_clips(torch.stack([clip for _, clip in batch]))
+        return [self.to_detections(result, kf, plan) for (kf, _), result in zip(batch, results)]
+
+    def to_detections(self, result: dict[str, Tensor], keyframe: KeyFrame, plan: VideoPlan) -> Detections:
+        """One ``PostProcess`` result -> ``Detections`` with boxes on the original frame."""
+        boxes_norm = self.boxes_to_frame(result["boxes_xyxy"].float().cpu(), plan.image_size)
+        h, w = plan.image_size
+        return Detections(
+            video_id=plan.video_id,
+            timestamp=float(keyframe.time_s),
+            frame_index=int(keyframe.frame_index),
+            image_size=(int(h), int(w)),
+            boxes_xyxy=boxes_norm * torch.tensor([w, h, w, h], dtype=torch.float32),
+            boxes_xyxy_norm=boxes_norm,
+            actor_scores=result["actor_scores"].float().cpu(),
+            action_scores=result["action_scores"].float().cpu(),
+            class_ids=self.class_ids,
+            class_names=self.class_names,
+            token_indices=result["token_indices"].cpu(),
+        )
+
+    def boxes_to_frame(self, boxes_xyxy: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """Normalised boxes of the model input ``[..., 4]`` -> normalised to the original frame, clamped."""
+        if self.spec.resize == "letterbox":
+            from bmvit.data.transforms import letterbox_geometry
+
+            return letterbox_geometry(image_size, self.spec.input_hw).boxes_to_original(boxes_xyxy)
+        return boxes_xyxy.clamp(0.0, 1.0)
+
+
+def _where(source: ClipSource) -> str:
+    return str(getattr(source, "path", None) or getattr(source, "folder", source.video_id))
+
+
+# ------------------------------------------------------------------------------------------------
+# files
+
+
+def write_predictions(predictor: Predictor, source: str | os.PathLike | ClipSource, out_dir: str | os.PathLike,
+                      render: bool = False, fps: float = 1.0, max_rows_per_keyframe: int | None = 50,
+                      time_offset: float = 0.0, progress: bool = False) -> dict[str, Path]:
+    """Predict one video and write ``<id>.csv`` (AVA detections), ``<id>.json`` and, with ``render``,
+    ``<id>_annotated.mp4``. Every file is written whole and renamed into place, only after the video
+    has been predicted, so no partial file looks complete. Returns labels -> written paths."""
+    import json
+
+    from bmvit.checkpoint import atomic_write_bytes
+    from bmvit.engine import write_ava_csv
+
+    plan = predictor.plan(source, fps)
+    if render and not isinstance(plan.source, VideoFileSource):
+        raise ValueError(f"rendering needs a video file; {_where(plan.source)} is a frame folder")
+    out_dir = Path(out_dir)
+    detections = []
+    for det in _progress(predictor.predict(plan, stream=True), progress, len(plan.keyframes), plan.video_id,
+                         "keyframe"):
+        detections.append(det)
+    rows = [row for det in detections for row in det.to_ava_rows(max_rows_per_keyframe, time_offset)]
+    written: dict[str, Path] = {}
+    csv_path = out_dir / f"{plan.video_id}.csv"
+    write_ava_csv(csv_path, rows)
+    written["detections CSV"] = csv_path
+    json_path = out_dir / f"{plan.video_id}.json"
+    atomic_write_bytes(json_path, json.dumps(_video_record(predictor, plan, detections, max_rows_per_keyframe,
+                                                           time_offset)).encode())
+    written["detections JSON"] = json_path
+    if render:
+        from bmvit.inference.render import render_video
+
+        video_path = out_dir / f"{plan.video_id}_annotated.mp4"
+        bar = _progress(None, progress, plan.num_frames, f"{plan.video_id} render", "frame")
+        render_video(plan.source.path, detections, video_path, keyframe_fps=fps, on_frame=bar.update if bar else None)
+        if bar:
+            bar.close()
+        written["annotated video"] = video_path
+    return written
+
+
+def _progress(iterable, enabled: bool, total: int, desc: str, unit: str):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=True)
+
+
+def _video_record(predictor: Predictor, plan: VideoPlan, detections: list[Detections], max_rows: int | None,
+                  time_offset: float) -> dict[str, Any]:
+    spec = predictor.spec
+    return {
+        "video_id": plan.video_id,
+        "source": _where(plan.source),
+        "video_fps": plan.video_fps,
+        "num_frames": plan.num_frames,
+        "stopped_at_s": None if plan.stopped_at_frame is None else plan.stopped_at_frame / plan.video_fps,
+        "image_size": list(plan.image_size),
+        "keyframe_fps": plan.keyframe_fps,
+        "clip": {"num_frames": spec.num_frames, "stride": spec.stride, "timeline_fps": spec.timeline_fps,
+                 "span_s": spec.span_s, "input_size": list(spec.input_hw), "resize": spec.resize},
+        "threshold": predictor.threshold,
+        "csv": {"max_rows_per_keyframe": max_rows, "time_offset": time_offset,
+                "format": "video_id,second,x1,y1,x2,y2,action_id,score (boxes normalised)"},
+        "class_ids": predictor.class_ids,
+        "class_names": predictor.class_names,
+        "warnings": list(plan.notes),
+        "keyframes": [det.to_dict(include_classes=False) for det in detections],
+    }
+
+
+def predict_to_files(weights_path: str | os.PathLike, video_path: str | os.PathLike, out_dir: str | os.PathLike,
+                     render: bool = False, **kwargs: Any) -> dict[str, Path]:
+    """Load ``weights_path``, predict ``video_path`` and write its files under ``out_dir``.
+
+    Keyword arguments go to ``write_predictions`` (``fps``, ``max_rows_per_keyframe``, ``time_offset``,
+    ``progress``) or to ``Predictor`` (``device``, ``threshold``, ``max_detections``, ``batch_size``).
+    """
+    predictor_keys = {"device", "threshold", "max_detections", "batch_size", "on_warning"}
+    predictor = Predictor(load(weights_path), **{k: v for k, v in kwargs.items() if k in predictor_keys})
+    return write_predictions(predictor, video_path, out_dir, render=render,
+                             **{k: v for k, v in kwargs.items() if k not in predictor_keys})
+
+
+__all__ = [
+    "ClipSpec",
+    "KeyFrame",
+    "Predictor",
+    "SHIPPED_WEIGHTS",
+    "VideoInputWarning",
+    "VideoPlan",
+    "clip_frame_indices",
+    "keyframe_schedule",
+    "load",
+    "open_source",
+    "predict_to_files",
+    "resolve_device",
+    "write_predictions",
+]
