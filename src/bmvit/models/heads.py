@@ -17,6 +17,10 @@ Initialisation choices (the paper is silent; each one only sets the starting poi
   spatial identity from step 0, so Hungarian matching pairs people with nearby tokens instead of
   arbitrary ones; MViTv2 has only relative position embeddings, so the tokens themselves carry
   little absolute position. ``box_reference="none"`` drops the reference (plain sigmoid(MLP)).
+
+The ViT-B variant (supplementary Fig. 1b) replaces the action MLP with
+``CrossAttentionActionHead``: each candidate token reads all the clip's tokens before it is
+classified (``action_head="cross_attention"``).
 """
 
 from __future__ import annotations
@@ -24,13 +28,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from bmvit.models.backbones.layers import Mlp
 
 # Width and height (normalised) of every token's initial box: a rough standing person in a
 # full-frame AVA key frame resized to a square. Only the starting point of training.
 INIT_BOX_WH: tuple[float, float] = (0.25, 0.5)
 
 BOX_REFERENCES: tuple[str, ...] = ("token_center", "none")
+
+ACTION_HEADS: tuple[str, ...] = ("mlp", "cross_attention")
 
 
 class MLP(nn.Module):
@@ -79,6 +88,66 @@ def token_reference_logits(grid_thw: tuple[int, int, int], device: torch.device 
     return torch.log(boxes) - torch.log1p(-boxes)
 
 
+class CrossAttentionActionHead(nn.Module):
+    """The action branch of BMViT-ViT-B (supplementary Fig. 1b: MHCA(768), MLP(3072), MLP(768) -> C).
+
+    The candidate tokens (the key-frame slice) are the queries; all ``T'*H'*W'`` tokens of the
+    clip are the keys and values, so each candidate gathers the motion of its actor before it is
+    classified. The caption names only the operators; the block around them is our choice (SPEC
+    1.4 fallback): a pre-norm decoder block with residuals on the query, ``q = q + MHCA(LN(q),
+    LN(memory))``, ``q = q + FFN(LN(q))`` with the FFN ``dim -> mlp_ratio*dim -> dim`` (the
+    "MLP(3072)"), then ``LN`` and an MLP of ``num_layers`` linear layers (hidden ``hidden_dim``,
+    the "MLP(768)") to the ``C`` logits.
+
+    Args:
+        dim: width of the queries and of the memory tokens.
+        num_classes: number of action classes C.
+        num_heads: attention heads (``dim`` must be divisible by it).
+        hidden_dim, num_layers: the classifier MLP.
+        mlp_ratio: FFN width over ``dim``.
+    """
+
+    def __init__(self, dim: int, num_classes: int, num_heads: int, hidden_dim: int, num_layers: int = 2,
+                 mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"CrossAttentionActionHead: dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.ffn = Mlp(dim, int(dim * mlp_ratio), dim)
+        self.norm_out = nn.LayerNorm(dim)
+        self.classifier = MLP(dim, hidden_dim, num_classes, num_layers)
+
+    @property
+    def last(self) -> nn.Linear:
+        return self.classifier.last
+
+    def forward(self, queries: Tensor, memory: Tensor) -> Tensor:
+        """``queries [B, N, dim]`` (candidates), ``memory [B, M, dim]`` (all tokens) -> logits ``[B, N, C]``."""
+        if queries.ndim != 3 or memory.ndim != 3 or queries.shape[0] != memory.shape[0] or \
+                queries.shape[-1] != memory.shape[-1]:
+            raise ValueError(f"CrossAttentionActionHead expects queries [B, N, D] and memory [B, M, D], got "
+                             f"{tuple(queries.shape)} and {tuple(memory.shape)}")
+        batch, num, dim = queries.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        q = self.q(self.norm_q(queries)).view(batch, num, heads, head_dim).transpose(1, 2)
+        k, v = self.kv(self.norm_kv(memory)).view(batch, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, num, dim)
+        x = queries + self.proj(attended)
+        x = x + self.ffn(self.norm_ffn(x))
+        return self.classifier(self.norm_out(x))
+
+
+def attention_heads(dim: int) -> int:
+    """Heads of 64 channels, as ViT-B (768 -> 12); one head when ``dim`` is not a multiple of 64."""
+    return dim // 64 if dim % 64 == 0 else 1
+
+
 class DetectionHeads(nn.Module):
     """The box, actor and action heads, applied in parallel to each candidate token.
 
@@ -90,6 +159,8 @@ class DetectionHeads(nn.Module):
         box_reference: ``"token_center"`` (box = sigmoid(MLP + reference logit of the token's cell))
             or ``"none"`` (box = sigmoid(MLP)).
         prior_prob: starting probability of the actor class and of every action class.
+        action_head: ``"mlp"`` (per token, Fig. 1a) or ``"cross_attention"``
+            (``CrossAttentionActionHead`` over all tokens, Fig. 1b; ``forward`` then needs ``context``).
     """
 
     def __init__(
@@ -102,16 +173,23 @@ class DetectionHeads(nn.Module):
         action_layers: int = 2,
         box_reference: str = "token_center",
         prior_prob: float = 0.01,
+        action_head: str = "mlp",
     ) -> None:
         super().__init__()
         if box_reference not in BOX_REFERENCES:
             raise ValueError(f"box_reference must be one of {BOX_REFERENCES}, got {box_reference!r}")
+        if action_head not in ACTION_HEADS:
+            raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {action_head!r}")
         if not 0.0 < prior_prob < 1.0:
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         self.box_reference = box_reference
         self.box = MLP(in_dim, hidden_dim, 4, box_layers)
         self.actor = MLP(in_dim, hidden_dim, 2, actor_layers)
-        self.action = MLP(in_dim, hidden_dim, num_classes, action_layers)
+        if action_head == "mlp":
+            self.action = MLP(in_dim, hidden_dim, num_classes, action_layers)
+        else:
+            self.action = CrossAttentionActionHead(in_dim, num_classes, attention_heads(in_dim), hidden_dim,
+                                                   action_layers)
         self._init_last_layers(prior_prob)
 
     @torch.no_grad()
@@ -122,12 +200,15 @@ class DetectionHeads(nn.Module):
         self.actor.last.bias.copy_(torch.tensor([_logit(prior_prob), 0.0]))
         nn.init.constant_(self.action.last.bias, _logit(prior_prob))
 
-    def forward(self, tokens: Tensor, grid_thw: tuple[int, int, int]) -> dict[str, Tensor]:
+    def forward(self, tokens: Tensor, grid_thw: tuple[int, int, int], context: Tensor | None = None
+                ) -> dict[str, Tensor]:
         """Predict per token.
 
         Args:
             tokens: ``[B, N, in_dim]`` candidate tokens, flattened row-major from ``grid_thw``.
             grid_thw: the ``(T, H, W)`` grid the ``N = T*H*W`` tokens come from.
+            context: ``[B, M, in_dim]`` all the clip's tokens, which the cross-attention action head
+                attends over (required by it, ignored by the MLP head).
 
         Returns:
             ``pred_boxes [B, N, 4]`` normalised cxcywh in (0, 1), ``pred_actor [B, N, 2]`` logits
@@ -136,8 +217,14 @@ class DetectionHeads(nn.Module):
         box_logits = self.box(tokens)
         if self.box_reference == "token_center":
             box_logits = box_logits + token_reference_logits(grid_thw, tokens.device).to(box_logits.dtype)
+        if isinstance(self.action, CrossAttentionActionHead):
+            if context is None:
+                raise ValueError("the cross-attention action head needs context: all tokens [B, M, in_dim]")
+            actions = self.action(tokens, context)
+        else:
+            actions = self.action(tokens)
         return {
             "pred_boxes": box_logits.sigmoid(),
             "pred_actor": self.actor(tokens),
-            "pred_actions": self.action(tokens),
+            "pred_actions": actions,
         }

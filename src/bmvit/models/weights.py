@@ -96,6 +96,71 @@ KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
             url="https://download.pytorch.org/models/mvit_v2_s-ae3be167.pth",
             sha256="ae3be167",
         ),
+        # VideoMAE publishes its checkpoints on Google Drive without stable file names (MODEL_ZOO.md);
+        # save a download under file_name for the record to be recognised. ImageNet mean/std, as
+        # VideoMAE's data pipeline normalises.
+        WeightsSpec(
+            name="vit_b_16x4.videomae_k400_ft_k400",
+            file_name="videomae_vit_b_16x4_k400_e1600_ft.pth",
+            source_format="videomae",
+            input_size=(16, 224, 224),
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            num_classes=400,
+            license="CC BY-NC 4.0 (VideoMAE); trained on Kinetics-400",
+            url="https://drive.google.com/file/d/1MzwteHH-1yuMnFb8vRBQDvngV1Zl-d3z/view",
+            backbone="vit_b",
+        ),
+        WeightsSpec(
+            name="vit_b_16x4.videomae_k400",
+            file_name="videomae_vit_b_16x4_k400_e1600_pretrain.pth",
+            source_format="videomae",
+            input_size=(16, 224, 224),
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            num_classes=0,  # MAE pre-training: no classifier; the decoder is dropped on load
+            license="CC BY-NC 4.0 (VideoMAE); self-supervised on Kinetics-400",
+            url="https://drive.google.com/file/d/1tEhLyskjb755TJ65ptsrafUG2llSwQE1/view",
+            backbone="vit_b",
+        ),
+        # The hiera package does not state the video mean/std; these are the Kinetics values of
+        # PySlowFast and MAE-ST, the recipes Hiera's video training follows (unverified).
+        WeightsSpec(
+            name="hiera_l_16x224.mae_k400_ft_k400",
+            file_name="hiera_large_16x224.pth",
+            source_format="hiera",
+            input_size=(16, 224, 224),
+            mean=(0.45, 0.45, 0.45),
+            std=(0.225, 0.225, 0.225),
+            num_classes=400,
+            license="CC BY-NC 4.0 (Hiera model zoo; the code is Apache-2.0); trained on Kinetics-400",
+            url="https://dl.fbaipublicfiles.com/hiera/hiera_large_16x224.pth",
+            backbone="hiera_l",
+        ),
+        WeightsSpec(
+            name="hiera_l_16x224.mae_k400",
+            file_name="mae_hiera_large_16x224.pth",
+            source_format="hiera",
+            input_size=(16, 224, 224),
+            mean=(0.45, 0.45, 0.45),
+            std=(0.225, 0.225, 0.225),
+            num_classes=0,  # MAE pre-training: no classifier; fusion heads and decoder are dropped on load
+            license="CC BY-NC 4.0 (Hiera model zoo; the code is Apache-2.0); self-supervised on Kinetics-400",
+            url="https://dl.fbaipublicfiles.com/hiera/mae_hiera_large_16x224.pth",
+            backbone="hiera_l",
+        ),
+        WeightsSpec(
+            name="hiera_b_16x224.mae_k400_ft_k400",
+            file_name="hiera_base_16x224.pth",
+            source_format="hiera",
+            input_size=(16, 224, 224),
+            mean=(0.45, 0.45, 0.45),
+            std=(0.225, 0.225, 0.225),
+            num_classes=400,
+            license="CC BY-NC 4.0 (Hiera model zoo; the code is Apache-2.0); trained on Kinetics-400",
+            url="https://dl.fbaipublicfiles.com/hiera/hiera_base_16x224.pth",
+            backbone="hiera_b",
+        ),
     )
 }
 

@@ -38,7 +38,7 @@ def register_backbone(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def _ensure_registered() -> None:
     # Importing the modules runs their @register_backbone decorators.
-    from bmvit.models.backbones import mvit  # noqa: F401
+    from bmvit.models.backbones import hiera, mvit, vit  # noqa: F401
 
 
 def list_backbones() -> list[str]:
