@@ -84,7 +84,7 @@ class BMViTConfig:
         """Plain-data copy (tuples become lists), ready for ``json.dumps``."""
         d = dataclasses.asdict(self)
         overrides = self.backbone_overrides.items()
-        d["backbone_overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides}
+        d["backbone_overrides"] = {k: _thaw(v) for k, v in overrides}
         return d
 
     @classmethod
