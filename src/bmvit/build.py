@@ -38,7 +38,19 @@ def create_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
     )
 
 
-def create_criterion(matcher_cfg: MatcherConfig, loss_cfg: LossConfig, num_classes: int) -> nn.Module:
+def model_kind(model: nn.Module) -> str:
+    """``"twostage"`` for a model that classifies given person boxes, else ``"single_stage"`` (BMViT);
+    looks through a ``DistributedDataParallel`` wrapper."""
+    return getattr(getattr(model, "module", model), "kind", "single_stage")
+
+
+def create_criterion(
+    matcher_cfg: MatcherConfig, loss_cfg: LossConfig, num_classes: int, kind: str = "single_stage"
+) -> nn.Module:
+    if kind == "twostage":
+        from bmvit.twostage import TwoStageCriterion
+
+        return TwoStageCriterion(num_classes, weight_action=loss_cfg.weight_action)
     from bmvit.losses import SetCriterion
     from bmvit.matcher import HungarianMatcher
 
@@ -60,7 +72,11 @@ def create_criterion(matcher_cfg: MatcherConfig, loss_cfg: LossConfig, num_class
     )
 
 
-def create_postprocess(cfg: EvalConfig) -> nn.Module:
+def create_postprocess(cfg: EvalConfig, kind: str = "single_stage") -> nn.Module:
+    if kind == "twostage":
+        from bmvit.twostage import TwoStagePostProcess
+
+        return TwoStagePostProcess()
     from bmvit.postprocess import PostProcess
 
     return PostProcess(threshold=cfg.threshold)
@@ -85,8 +101,14 @@ def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
     return paths
 
 
-def create_dataset(cfg: DataConfig, split: str, class_ids: list[int], input_size: tuple[int, int, int], train: bool):
-    """An ``AVADataset`` for ``split`` ("train" or "val") at the model's input size."""
+def create_dataset(
+    cfg: DataConfig, split: str, class_ids: list[int], input_size: tuple[int, int, int], train: bool,
+    kind: str = "single_stage",
+):
+    """An ``AVADataset`` for ``split`` ("train" or "val") at the model's input size; for a two-stage
+    model wrapped in a ``PersonBoxDataset`` that adds the person boxes to classify."""
+    if kind == "twostage":
+        return _person_box_dataset(cfg, split, create_dataset(cfg, split, class_ids, input_size, train), train)
     from bmvit.data.dataset import AVADataset
 
     paths = resolve_data_paths(cfg)
@@ -117,6 +139,17 @@ def create_dataset(cfg: DataConfig, split: str, class_ids: list[int], input_size
         cache_videos=cfg.cache_videos,
         skip_bad=cfg.skip_bad,
     )
+
+
+def _person_box_dataset(cfg: DataConfig, split: str, base, train: bool):
+    from bmvit.data.person_boxes import PersonBoxDataset, person_boxes_path, read_person_boxes
+
+    relative = cfg.person_boxes_train if split == "train" else cfg.person_boxes_val
+    if not relative and split != "train":
+        raise FileNotFoundError("a two-stage model classifies detector boxes: set data.person_boxes_val to a "
+                                "person-box CSV (AVA: PySlowFast's ava_detection_val_boxes_and_labels.csv)")
+    boxes = read_person_boxes(person_boxes_path(cfg.root, relative), cfg.person_box_threshold) if relative else None
+    return PersonBoxDataset(base, boxes, train=train, jitter=cfg.person_box_jitter if train else 0.0)
 
 
 def _layer_id(name: str, num_layers: int) -> int:

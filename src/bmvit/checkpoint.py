@@ -162,11 +162,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn
             "(for pretrained backbone weights use create_model(..., backbone_weights=PATH))"
         )
     model_class = meta.get("model_class", "BMViT")
-    if model_class != "BMViT":
-        raise ValueError(f"{path} holds a {model_class!r} model, which this version of bmvit cannot build")
-    from bmvit.models.bmvit import BMViT, BMViTConfig
+    if model_class == "TwoStageMViT":
+        from bmvit.models.twostage import TwoStageConfig, TwoStageMViT
 
-    model = BMViT(BMViTConfig.from_dict(meta["model_config"]))
+        model = TwoStageMViT(TwoStageConfig.from_dict(meta["model_config"]))
+    elif model_class == "BMViT":
+        from bmvit.models.bmvit import BMViT, BMViTConfig
+
+        model = BMViT(BMViTConfig.from_dict(meta["model_config"]))
+    else:
+        raise ValueError(f"{path} holds a {model_class!r} model, which this version of bmvit cannot build")
     if any(k.startswith("model.") for k in tensors) and meta.get("kind") == "training_state":
         tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(tensors, strict=False)

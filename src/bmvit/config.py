@@ -68,6 +68,12 @@ class DataConfig:
     cache_videos: bool = _f(False, "decode each video once per worker and keep it in memory (small datasets)")
     num_workers: int = _f(2, "data-loader worker processes")
     skip_bad: bool = _f(False, "skip (and count) malformed annotation rows instead of stopping")
+    person_boxes_train: str = _f(
+        "", "two-stage models: detector person-box CSV for training, relative to root ('' = annotated actors only)"
+    )
+    person_boxes_val: str = _f("", "two-stage models: detector person-box CSV classified in evaluation (required)")
+    person_box_threshold: float = _f(0.8, "two-stage models: keep person boxes scoring >= this (PySlowFast's 0.8)")
+    person_box_jitter: float = _f(0.05, "two-stage models: training box jitter, fraction of the box size")
 
 
 @dataclass

@@ -54,6 +54,14 @@ def _to_device(clips: torch.Tensor, targets: list[dict[str, Any]], device: torch
     return clips, moved
 
 
+def run_model(model: nn.Module, clips: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The forward pass: BMViT sees the clips; a two-stage model (``kind == "twostage"``) also each
+    clip's person boxes (``proposals_xyxy``, from ``bmvit.data.person_boxes.PersonBoxDataset``)."""
+    if getattr(getattr(model, "module", model), "kind", None) == "twostage":
+        return model(clips, [t["proposals_xyxy"].to(clips.device, non_blocking=True) for t in targets])
+    return model(clips)
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: nn.Module,
@@ -83,7 +91,7 @@ def train_one_epoch(
             continue
         clips, targets = _to_device(clips, targets, ctx.device)
         with autocast(ctx):
-            outputs = model(clips)
+            outputs = run_model(model, clips, targets)
         losses = criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
         loss = losses["loss"]
         if not math.isfinite(loss.item()):
@@ -146,7 +154,7 @@ def predict_rows(
     for clips, targets in bar:
         clips = clips.to(ctx.device, non_blocking=True)
         with autocast(ctx):
-            outputs = model(clips)
+            outputs = run_model(model, clips, targets)
         results = postprocess({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()})
         for result, target in zip(results, targets):
             rows.extend(_rows_for_keyframe(result, target, class_ids_arr, keep, max_rows_per_keyframe, box_mapper))

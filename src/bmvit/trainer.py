@@ -29,6 +29,7 @@ from bmvit.build import (
     create_optimizer,
     create_postprocess,
     create_scheduler,
+    model_kind,
     resolve_data_paths,
 )
 from bmvit.checkpoint import load_tensors, load_training_state, save_model, save_training_state
@@ -197,13 +198,13 @@ def evaluate_model(
     from bmvit.evaluation.plot import plot_per_class_ap
 
     model_input = tuple(model.input_size)
-    dataset = create_dataset(data_cfg, "val", classes.class_ids, model_input, train=False)
+    dataset = create_dataset(data_cfg, "val", classes.class_ids, model_input, train=False, kind=model_kind(model))
     sampler = ShardSampler(len(dataset), dist_utils.get_rank(), dist_utils.get_world_size(), shuffle=False)
     loader = make_loader(dataset, sampler, eval_cfg.batch_size, data_cfg.num_workers, seed=0)
     ctx = StepContext(device=device, amp_dtype=amp_dtype)
     rows = predict_rows(
         model,
-        create_postprocess(eval_cfg),
+        create_postprocess(eval_cfg, model_kind(model)),
         loader,
         classes.class_ids,
         set(classes.label_map),
@@ -267,8 +268,11 @@ def fit(config: Config, resume: bool = False) -> dict[str, Any]:
             f"model.num_classes={model.config.num_classes} but the training data has "
             f"{len(classes.class_ids)} classes {classes.class_ids}"
         )
-    criterion = create_criterion(config.matcher, config.loss, len(classes.class_ids)).to(device)
-    train_set = SeededItems(create_dataset(config.data, "train", classes.class_ids, model.input_size, True), config.train.seed)
+    kind = model_kind(model)
+    criterion = create_criterion(config.matcher, config.loss, len(classes.class_ids), kind).to(device)
+    train_set = SeededItems(
+        create_dataset(config.data, "train", classes.class_ids, model.input_size, True, kind), config.train.seed
+    )
     sampler = ShardSampler(len(train_set), rank, world, True, config.train.seed, config.train.batch_size)
     if len(sampler) < config.train.batch_size:
         raise ValueError(f"the training split has {len(train_set)} key frames: fewer than one global batch")

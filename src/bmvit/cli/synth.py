@@ -1,4 +1,5 @@
-"""``bmvit synth --out DIR --seed N [--videos K] [--val-videos K] [--seconds S] [--size WxH] [--frames]``.
+"""``bmvit synth --out DIR --seed N [--videos K] [--val-videos K] [--seconds S] [--size WxH] [--frames]
+[--person-boxes [DIR]] [--person-boxes-only]``.
 
 Writes the synthetic AVA-format dataset (see ``docs/synthetic.md``) and prints what it wrote and how
 long it took; ``--figure PNG`` also draws a few val key frames with their ground truth.
@@ -27,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", action="store_true", help="also extract frames/<vid>/<vid>_%%06d.jpg")
     parser.add_argument("--workers", type=int, default=None, help="processes rendering videos in parallel (default 2)")
     parser.add_argument("--figure", default=None, metavar="PNG", help="also draw val key frames with ground truth")
+    parser.add_argument("--person-boxes", nargs="?", const="", default=None, metavar="DIR",
+                        help="also write a synthetic person detector's boxes, person_boxes_{train,val}.csv in "
+                             "PySlowFast's format (for the two-stage baseline), to DIR (default OUT/annotations)")
+    parser.add_argument("--person-boxes-only", action="store_true",
+                        help="the dataset at --out exists: only write the person-box files")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     from bmvit.data.synthetic import plot_keyframes, write_synthetic_dataset
 
+    if args.person_boxes_only:
+        return _person_boxes(args)
     try:
         summary = write_synthetic_dataset(args.out, args.seed, num_videos=args.videos, num_val_videos=args.val_videos,
                                           seconds=args.seconds, size=args.size, frames=args.frames,
@@ -45,4 +53,18 @@ def run(args: argparse.Namespace) -> int:
     if args.figure:
         shown = plot_keyframes(args.out, args.figure)
         print(f"wrote {args.figure} ({len(shown)} val key frames)")
+    return _person_boxes(args) if args.person_boxes is not None else 0
+
+
+def _person_boxes(args: argparse.Namespace) -> int:
+    import sys
+
+    from bmvit.data.person_boxes import write_synthetic_person_boxes
+
+    try:
+        summary = write_synthetic_person_boxes(args.out, args.seed, out_dir=args.person_boxes or None)
+    except (ValueError, OSError) as err:
+        print(f"bmvit synth: {err}", file=sys.stderr)
+        return 2
+    print(summary.describe())
     return 0

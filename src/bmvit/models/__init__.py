@@ -21,7 +21,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def _ensure_registered() -> None:
     # Importing the modules runs their @register_model decorators.
-    from bmvit.models import bmvit  # noqa: F401
+    from bmvit.models import bmvit, twostage  # noqa: F401
 
 
 def list_models() -> list[str]:
