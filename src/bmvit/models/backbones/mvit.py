@@ -7,7 +7,8 @@ slowfast/models/video_model_builder.py: class MViT) and torchvision (pytorch/vis
 torchvision/models/video/mvit.py). Changes: a typed config that reads like the paper's table,
 with the per-block values (dims, heads, strides, token grids, the adaptive KV stride) derived
 once in ``__post_init__``; attention through ``scaled_dot_product_attention`` with the decomposed
-relative-position term as its additive mask, written once into its padded buffer; Q and KV
+relative-position term as its additive mask, written once into its padded buffer, built and
+used in query chunks (and the MLP run in token chunks) so that no large temporary is allocated; Q and KV
 pooling as one depthwise ``Conv3d`` call each over all heads, on channels_last views of the
 token tensors (no transposed copies); the class token is dropped at the output and the tokens
 are returned as ``[B, T', H', W', C]``; pure remap functions for torchvision and PySlowFast
@@ -168,7 +169,11 @@ def _rel_pos_index(q_size: int, k_size: int) -> Tensor:
 def _channels_last(tokens: Tensor, thw: Triple) -> Tensor:
     """``tokens [B, T*H*W, C]`` -> ``[B, C, T, H, W]`` in channels_last_3d memory: a free view when
     each sample's tokens are one dense block (batch 1, or no class token), else one copy."""
-    return tokens.unflatten(1, thw).permute(0, 4, 1, 2, 3).contiguous(memory_format=torch.channels_last_3d)
+    grid = tokens.unflatten(1, thw).permute(0, 4, 1, 2, 3)
+    if torch.jit.is_tracing():
+        # Traced export (ONNX, TorchScript): ONNX has no memory formats and the exporter refuses the hint.
+        return grid
+    return grid.contiguous(memory_format=torch.channels_last_3d)
 
 
 def _tokens(grid: Tensor) -> Tensor:
@@ -188,33 +193,58 @@ def _pool(grid: Tensor, convs: Sequence[nn.Conv3d], num_heads: int) -> Tensor:
     return F.conv3d(grid, weight, None, conv.stride, conv.padding, groups=weight.shape[0])
 
 
-class _PaddedRelPosBias(torch.autograd.Function):
-    """``rel_t [B, n, Nq, kt]`` and ``rel_hw [B, n, Nq, kh*kw]`` -> the additive attention mask
-    ``[B, n, P + Nq, P + kt*kh*kw]``: ``rel_t[q, t] + rel_hw[q, hw]`` for query ``q`` and key
-    ``(t, hw)``, zero on the ``P`` class-token rows and columns.
+class _RelPosBias(torch.autograd.Function):
+    """``rel_t [B, n, M, kt]`` and ``rel_hw [B, n, M, kh*kw]`` -> the additive attention mask
+    ``[B, n, rows + M, cols + kt*kh*kw]``: ``rel_t[q, t] + rel_hw[q, hw]`` for query ``q`` and key
+    ``(t, hw)``, zero on the first ``rows`` rows and ``cols`` columns (class-token queries and keys).
 
     Written by one broadcast add straight into the padded buffer: the mask is the largest tensor
     of the attention, and building it then padding it would write it twice.
     """
 
     @staticmethod
-    def forward(ctx, rel_t: Tensor, rel_hw: Tensor, prefix: int) -> Tensor:
+    def forward(ctx, rel_t: Tensor, rel_hw: Tensor, rows: int, cols: int) -> Tensor:
         batch, heads, num_q, kt = rel_t.shape
         khw = rel_hw.shape[-1]
-        mask = rel_t.new_empty(batch, heads, prefix + num_q, prefix + kt * khw)
-        if prefix:
-            mask[:, :, :prefix].zero_()
-            mask[:, :, prefix:, :prefix].zero_()
-        body = mask[:, :, prefix:, prefix:].unflatten(-1, (kt, khw))
+        mask = rel_t.new_empty(batch, heads, rows + num_q, cols + kt * khw)
+        if rows:
+            mask[:, :, :rows].zero_()
+        if cols:
+            mask[:, :, rows:, :cols].zero_()
+        body = mask[:, :, rows:, cols:].unflatten(-1, (kt, khw))
         torch.add(rel_t[..., :, None], rel_hw[..., None, :], out=body)
-        ctx.shape = (prefix, kt, khw)
+        ctx.shape = (rows, cols, kt, khw)
         return mask
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
-        prefix, kt, khw = ctx.shape
-        body = grad[:, :, prefix:, prefix:].unflatten(-1, (kt, khw))
-        return body.sum(-1), body.sum(-2), None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        rows, cols, kt, khw = ctx.shape
+        body = grad[:, :, rows:, cols:].unflatten(-1, (kt, khw))
+        return body.sum(-1), body.sum(-2), None, None
+
+
+def _rel_pos_bias(rel_t: Tensor, rel_hw: Tensor, rows: int, cols: int) -> Tensor:
+    """``_RelPosBias.apply``, or under a tracer (ONNX, TorchScript export) the same mask built and then
+    padded: tracers record neither an autograd.Function nor its out= write into a view of a new tensor."""
+    if torch.jit.is_tracing():
+        return F.pad((rel_t[..., :, None] + rel_hw[..., None, :]).flatten(-2), (cols, 0, rows, 0))
+    return _RelPosBias.apply(rel_t, rel_hw, rows, cols)
+
+
+class _PaddedRelPosBias:
+    """``_RelPosBias`` with ``prefix`` zero rows and columns: the mask over all ``P + N`` tokens."""
+
+    @staticmethod
+    def apply(rel_t: Tensor, rel_hw: Tensor, prefix: int) -> Tensor:
+        return _rel_pos_bias(rel_t, rel_hw, prefix, prefix)
+
+
+# The relative-position mask has the size of the attention matrix (80 MB in MViTv2-S's second block
+# at 16x224) and the first stage's MLP hidden tensor is 40 MB. Blocks over glibc's 32 MB mmap
+# threshold come fresh from the OS at every forward, and faulting their pages in costs about as much
+# as filling them (docs/performance.md). Built and used in query (or token) chunks of at most this
+# size, they are recycled by the allocator and stay in cache. Splitting queries or tokens is exact.
+_CHUNK_BYTES = 16 * 2**20
 
 
 class MultiScaleAttention(nn.Module):
@@ -263,17 +293,46 @@ class MultiScaleAttention(nn.Module):
         q = self._to_heads(q_all[:, :prefix], q_tok, self.norm_q)
         k = self._to_heads(kv_all[:, :prefix, :dim], kv_tok[..., :dim], self.norm_k)
         v = self._to_heads(kv_all[:, :prefix, dim:], kv_tok[..., dim:], self.norm_v)
-        mask = self._rel_pos_mask(q[:, :, prefix:])
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        attention = self._attention_weights(q, k, mask) if return_attention else None
-        if self.residual_pooling:
-            # Residual pooling connection (MViTv2 Sec. 3.2): add the pooled query, except to the class token.
-            residual = out + q
-            if prefix:
-                residual[:, :, :prefix] = out[:, :, :prefix]
-            out = residual
-        # q, k, v live in [B, L, heads, d] memory, and so does SDPA's output: this is a view.
-        return self.proj(out.transpose(1, 2).flatten(2)), attention
+        out = self._attend(q, k, v)
+        attention = self._attention_weights(q, k, self._rel_pos_mask(q[:, :, prefix:])) if return_attention else None
+        return self.proj(out), attention
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention of ``q [B, heads, P + Nq, d]`` over ``k, v [B, heads, P + Nk, d]`` with the
+        relative-position bias, plus the residual pooling connection (MViTv2 Sec. 3.2: the pooled
+        query is added to the output of every patch query, not of the class token).
+
+        Returns ``[B, P + Nq, heads * d]``.
+        """
+        prefix = self.num_prefix
+        num_q = q.shape[2] - prefix
+        rel = self._rel_pos_terms(q[:, :, prefix:])
+        mask_row_bytes = q.shape[0] * q.shape[1] * k.shape[2] * q.element_size()
+        rows = num_q if rel is None else max(1, _CHUNK_BYTES // mask_row_bytes)
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            # Exported graphs keep a dynamic batch: chunk sizes must not depend on it (one chunk).
+            rows = num_q
+        sizes = [min(rows, num_q - start) for start in range(0, num_q, rows)]
+        rel_chunks = zip(*(r.split(sizes, dim=2) for r in rel)) if rel is not None else [None] * len(sizes)
+        # The class-token queries ride in the first chunk, with no bias and no residual.
+        q_chunks = q.split([prefix + sizes[0], *sizes[1:]], dim=2)
+        parts = []
+        for i, (q_c, rel_c) in enumerate(zip(q_chunks, rel_chunks)):
+            cls_rows = prefix if i == 0 else 0
+            mask = None
+            if rel_c is not None:
+                rel_t, rel_h, rel_w = rel_c
+                rel_hw = (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
+                mask = _rel_pos_bias(rel_t, rel_hw, cls_rows, prefix)
+            out = F.scaled_dot_product_attention(q_c, k, v, attn_mask=mask)
+            if self.residual_pooling:
+                residual = out + q_c
+                if cls_rows:
+                    residual[:, :, :cls_rows] = out[:, :, :cls_rows]
+                out = residual
+            parts.append(out.transpose(1, 2))
+        # q, k, v live in [B, L, heads, d] memory, and so does SDPA's output: one chunk is a view.
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).flatten(2)
 
     def _to_heads(self, cls: Tensor, tokens: Tensor, norm: nn.LayerNorm) -> Tensor:
         """``cls [B, P, heads * d]`` and pooled ``tokens [B, N, heads * d]`` -> normed
@@ -282,12 +341,11 @@ class MultiScaleAttention(nn.Module):
             tokens = torch.cat([cls, tokens], dim=1)
         return norm(tokens.unflatten(-1, (self.num_heads, self.head_dim))).transpose(1, 2)
 
-    def _rel_pos_mask(self, q: Tensor) -> Tensor | None:
-        """Decomposed relative-position term for ``q [B, heads, Nq, d]`` (patch queries, unscaled).
-
-        ``bias[q, k] = q . R_h[qh, kh] + q . R_w[qw, kw] + q . R_t[qt, kt]``: three small einsums
-        against the gathered tables, combined once into ``[B, heads, P + Nq, P + Nk]`` (zero on
-        the class-token row and column), the only tensor of attention size built here.
+    def _rel_pos_terms(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Decomposed relative-position terms for patch queries ``q [B, heads, Nq, d]`` (unscaled):
+        ``(rel_t [B, heads, Nq, kt], rel_h [.., kh], rel_w [.., kw])`` with ``rel_h[q, kh] = q . R_h[qh, kh]``
+        and so on, zeros for a switched-off part; None when both parts are off. The bias of query
+        ``q`` on key ``(kt, kh, kw)`` is ``rel_t[q, kt] + rel_h[q, kh] + rel_w[q, kw]``.
         """
         if not (self.rel_pos_spatial or self.rel_pos_temporal):
             return None
@@ -296,19 +354,28 @@ class MultiScaleAttention(nn.Module):
         r_q = q.unflatten(2, (qt, qh, qw))
 
         def rel(spec: str, table: Tensor, index: Tensor, size: int) -> Tensor:
-            return torch.einsum(spec, r_q, table[index]).reshape(batch, heads, num_q, size)
+            # flatten, not reshape(batch, ...): a traced graph would keep the example's batch size.
+            return torch.einsum(spec, r_q, table[index]).flatten(2, 4)
 
         if self.rel_pos_spatial:
             rel_h = rel("bnthwc,hkc->bnthwk", self.rel_pos_h, self.rel_index_h, kh)
             rel_w = rel("bnthwc,wkc->bnthwk", self.rel_pos_w, self.rel_index_w, kw)
-            rel_hw = (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
         else:
-            rel_hw = q.new_zeros(batch, heads, num_q, kh * kw)
+            rel_h, rel_w = q.new_zeros(batch, heads, num_q, kh), q.new_zeros(batch, heads, num_q, kw)
         if self.rel_pos_temporal:
             rel_t = rel("bnthwc,tkc->bnthwk", self.rel_pos_t, self.rel_index_t, kt)
         else:
             rel_t = q.new_zeros(batch, heads, num_q, kt)
-        return _PaddedRelPosBias.apply(rel_t, rel_hw, self.num_prefix)
+        return rel_t, rel_h, rel_w
+
+    def _rel_pos_mask(self, q: Tensor) -> Tensor | None:
+        """The whole additive mask ``[B, heads, P + Nq, P + Nk]`` for patch queries ``q [B, heads, Nq, d]``
+        (zero on the class-token row and column), or None without relative positions."""
+        rel = self._rel_pos_terms(q)
+        if rel is None:
+            return None
+        rel_t, rel_h, rel_w = rel
+        return _PaddedRelPosBias.apply(rel_t, (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2), self.num_prefix)
 
     def _attention_weights(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
         """The softmax SDPA computes, made explicit (SDPA does not return it), over patch tokens:
@@ -350,10 +417,18 @@ class MultiScaleBlock(nn.Module):
             x = self._pool_skip(x)
         x = x + self.drop_path(x_attn)
         x_norm = self.norm2(x)
-        x_mlp = self.mlp(x_norm)
+        x_mlp = self._mlp(x_norm)
         if self.proj is not None and not self.dim_mul_in_att:
             x = self.proj(x_norm)
         return x + self.drop_path(x_mlp), attention
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        """The MLP over token chunks whose hidden activations fit in ``_CHUNK_BYTES``."""
+        batch, num_tokens = x.shape[:2]
+        rows = max(1, _CHUNK_BYTES // (batch * self.mlp.fc1.out_features * x.element_size()))
+        if rows >= num_tokens:
+            return self.mlp(x)
+        return torch.cat([self.mlp(chunk) for chunk in x.split(rows, dim=1)], dim=1)
 
     def _pool_skip(self, x: Tensor) -> Tensor:
         """Max-pool the residual to the pooled query grid; the class token passes unpooled."""
