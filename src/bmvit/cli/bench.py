@@ -1,0 +1,42 @@
+"""``bmvit bench [--json OUT] [--quick] [--only a,b] [--threads N] [--repeats N]``: what bmvit costs here.
+
+Prints a table of times and rates, each with its ratio to a reference measured in the same run
+(this machine's fp32 matmul rate, torchvision's MViTv2-S when torchvision imports, the training
+step), and optionally writes every number as JSON. Sections: see ``bmvit.bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+SECTION_NAMES = ("matmul", "backbone", "torchvision", "matcher", "step", "loader", "evaluator", "predict", "memory")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", default=None, metavar="OUT", help="also write the full report as JSON to this file")
+    parser.add_argument("--quick", action="store_true", help="tiny models and sizes (seconds; for tests)")
+    parser.add_argument("--only", default=None, metavar="A,B",
+                        help=f"run only these sections (the matmul reference always runs): {','.join(SECTION_NAMES)}")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement after one warm-up")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from bmvit.bench import SECTIONS, BenchConfig, format_machine, format_table, run_benchmarks
+
+    sections = SECTIONS if args.only is None else tuple(s.strip() for s in args.only.split(",") if s.strip())
+    try:
+        cfg = BenchConfig(threads=args.threads, repeats=args.repeats, quick=args.quick, sections=sections)
+    except ValueError as err:
+        print(f"bmvit bench: {err}", file=sys.stderr)
+        return 2
+    report = run_benchmarks(cfg, log=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    print(format_machine(report))
+    print(format_table(report["rows"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0

@@ -1,0 +1,101 @@
+"""`bmvit bench`: the quick run's table and JSON, the timing helpers, and the chunked attention/MLP of
+MViT (a performance change that must not change a number)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import bmvit
+from bmvit.bench import SECTIONS, BenchConfig, Row, format_table, time_interleaved
+from bmvit.cli import main
+from bmvit.models.backbones import mvit
+
+
+def test_quick_bench_prints_the_table_and_writes_positive_numbers(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--threads", "1", "--repeats", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert set(report) == {"machine", "config", "results", "elapsed_s", "rows"}
+    assert report["machine"]["nproc"] >= 1 and report["machine"]["cpu_model"]
+    assert report["config"] == {"threads": 1, "repeats": 1, "quick": True, "sections": list(SECTIONS)}
+    results = report["results"]
+    assert set(results) == set(SECTIONS)
+    assert results["matmul"]["gflops"] > 0
+    for name in ("mvit_tiny", "bmvit_mvit_tiny"):
+        assert results["backbone"][name]["gmacs"] > 0
+        assert results["backbone"][name]["forward"]["median_s"] > 0
+        assert len(results["backbone"][name]["forward_backward"]["runs_s"]) == 1
+    assert results["matcher"]["match"]["median_s"] > 0 and results["matcher"]["num_actors"] >= 8
+    assert 0 < results["step"]["criterion_median_s"] < results["step"]["step"]["median_s"]
+    assert results["step"]["step_with_loader"]["median_s"] > 0
+    assert all(results["loader"][f"{s}_workers{w}"] > 0 for s in ("video", "frames") for w in (0, 1, 2))
+    assert results["evaluator"]["num_rows"] == 2000 and results["evaluator"]["total_s"] > 0
+    assert results["predict"]["keyframes"] == 4  # a 4 s synthetic video at one key frame per second
+    for flag in ("off", "on"):
+        memory = results["memory"][f"checkpointing_{flag}"]
+        assert memory["checkpointing"] == (flag == "on")
+        assert memory["peak_rss_mb"] >= memory["step_peak_mb"] >= memory["rss_before_step_mb"] > 0
+    # torchvision is not installed beside bmvit: its section says so instead of failing
+    if results["torchvision"] is None:
+        assert "skipped: torchvision does not import here" in printed
+    # the table: a header, then one line per row, every measured value positive
+    rows = [Row(**r) for r in report["rows"]]
+    assert {r.section for r in rows} == set(SECTIONS)
+    assert all(r.value > 0 for r in rows if r.value is not None and r.unit)
+    assert printed.splitlines()[1].startswith("section") and len(printed.splitlines()) == len(rows) + 3
+    assert "x matmul rate" in printed and "x step time" in printed
+
+
+def test_bad_section_is_a_clear_error(capsys):
+    with pytest.raises(ValueError, match="unknown benchmark section.*nope.*matmul"):
+        BenchConfig(sections=("matmul", "nope"))
+    assert main(["bench", "--only", "nope"]) == 2
+    assert "unknown benchmark section" in capsys.readouterr().err
+
+
+def test_time_interleaved_warms_up_then_alternates():
+    calls = []
+    timings = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=2)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert [len(timings[k].runs_s) for k in "ab"] == [3, 3]
+    assert all(t >= 0 for k in "ab" for t in timings[k].runs_s)
+
+
+def test_format_table_aligns_columns_and_shows_missing_values():
+    rows = [Row("matmul", "fp32 mm", 200.0, "GFLOP/s", note="ref"),
+            Row("torchvision", "skipped", None, "", note="no torchvision"),
+            Row("backbone", "x forward", 0.5, "s", 0.25, "matmul rate")]
+    lines = format_table(rows).splitlines()
+    assert lines[0].split() == ["section", "measurement", "value", "ratio", "note"]
+    assert set(lines[1]) == {"-"}
+    value, ratio = lines[0].index("value"), lines[0].index("ratio")
+    assert lines[2][value:].startswith("200 GFLOP/s") and lines[3][value:].startswith("- ")
+    assert lines[4][value:].startswith("0.5 s") and lines[4][ratio:].startswith("0.250 x matmul rate")
+
+
+@pytest.mark.parametrize("overrides", [{}, {"cls_embed": False}, {"residual_pooling": False},
+                                       {"rel_pos_spatial": False, "rel_pos_temporal": False}])
+def test_chunked_attention_and_mlp_give_the_unchunked_numbers(monkeypatch, overrides):
+    torch.manual_seed(0)
+    model = bmvit.create_backbone("bmvit_mvit_tiny", input_size=(8, 64, 64), **overrides)
+    x = torch.randn(2, 3, 8, 64, 64)
+
+    def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        tokens = model.train()(x)
+        tokens.square().mean().backward()
+        return tokens.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    whole_tokens, whole_grads = run()
+    # 8 KiB: every block splits its queries (1-60 per mask chunk) and its MLP tokens (1-10 per chunk)
+    monkeypatch.setattr(mvit, "_CHUNK_BYTES", 8192)
+    chunked_tokens, chunked_grads = run()
+    torch.testing.assert_close(chunked_tokens, whole_tokens, atol=1e-5, rtol=1e-5)
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), whole_tokens, atol=1e-5, rtol=1e-5)
