@@ -19,7 +19,6 @@ Hiera's attention has no relative positions; a separable learned position embedd
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Collection, Sequence
@@ -32,7 +31,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from bmvit.models.backbones import register_backbone
-from bmvit.models.backbones.layers import DropPath, Mlp, PatchEmbed3d, conv_output_size, interpolate_pos_embed_3d
+from bmvit.models.backbones.layers import (
+    DropPath,
+    Mlp,
+    PatchEmbed3d,
+    conv_output_size,
+    interpolate_pos_embed_3d,
+    preset_config,
+)
 from bmvit.models.backbones.vit import check_clip
 from bmvit.models.weights import WeightsFormat
 
@@ -383,11 +389,7 @@ Hiera.weights_formats = {
 
 
 def _create(defaults: dict, overrides: dict) -> Hiera:
-    fields = {f.name for f in dataclasses.fields(HieraConfig) if f.init}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown Hiera config field(s) {unknown}; valid fields: {sorted(fields)}")
-    return Hiera(HieraConfig(**{**defaults, **overrides}))
+    return Hiera(preset_config(HieraConfig, "Hiera", defaults, overrides))
 
 
 _LARGE = {"embed_dim": 144, "num_heads": 2, "stages": (2, 6, 36, 4)}

@@ -9,6 +9,9 @@ format/padding options we do not use.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -121,3 +124,12 @@ def interpolate_pos_embed_3d(
     grid = F.interpolate(grid, size=tuple(new_thw), mode="trilinear", align_corners=False)
     grid = grid.permute(0, 2, 3, 4, 1).reshape(1, -1, channels).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
+
+
+def preset_config(config_cls: type, family: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    """A preset's config: ``defaults`` updated by ``overrides``; an unknown field names the valid ones."""
+    fields = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown {family} config field(s) {unknown}; valid fields: {sorted(fields)}")
+    return config_cls(**{**defaults, **overrides})

@@ -20,7 +20,6 @@ Token layout everywhere: ``[B, P + T*H*W, C]`` with ``P = 1`` class token first 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from bmvit.models.backbones import register_backbone
-from bmvit.models.backbones.layers import DropPath, Mlp, PatchEmbed3d, conv_output_size, interpolate_rel_pos
+from bmvit.models.backbones.layers import (
+    DropPath,
+    Mlp,
+    PatchEmbed3d,
+    conv_output_size,
+    interpolate_rel_pos,
+    preset_config,
+)
 from bmvit.models.weights import WeightsFormat
 
 Triple = tuple[int, int, int]
@@ -612,11 +618,7 @@ MViT.weights_formats = {
 
 
 def _create(defaults: dict, overrides: dict) -> MViT:
-    fields = {f.name for f in dataclasses.fields(MViTConfig) if f.init}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown MViT config field(s) {unknown}; valid fields: {sorted(fields)}")
-    return MViT(MViTConfig(**{**defaults, **overrides}))
+    return MViT(preset_config(MViTConfig, "MViT", defaults, overrides))
 
 
 @register_backbone

@@ -18,7 +18,6 @@ Token layout everywhere: ``[B, T*H*W, C]`` in ``t, h, w`` raster order; no class
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Collection, Sequence
@@ -31,7 +30,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from bmvit.models.backbones import register_backbone
-from bmvit.models.backbones.layers import DropPath, Mlp, PatchEmbed3d, conv_output_size, interpolate_pos_embed_3d
+from bmvit.models.backbones.layers import (
+    DropPath,
+    Mlp,
+    PatchEmbed3d,
+    conv_output_size,
+    interpolate_pos_embed_3d,
+    preset_config,
+)
 from bmvit.models.weights import WeightsFormat
 
 Triple = tuple[int, int, int]
@@ -328,11 +334,7 @@ VisionTransformer.weights_formats = {
 
 
 def _create(defaults: dict, overrides: dict) -> VisionTransformer:
-    fields = {f.name for f in dataclasses.fields(ViTConfig) if f.init}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown ViT config field(s) {unknown}; valid fields: {sorted(fields)}")
-    return VisionTransformer(ViTConfig(**{**defaults, **overrides}))
+    return VisionTransformer(preset_config(ViTConfig, "ViT", defaults, overrides))
 
 
 @register_backbone
