@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import bmvit
-from bmvit.bench import SECTIONS, BenchConfig, Row, format_table, time_interleaved
+from bmvit.bench import SECTIONS, BenchConfig, MatmulReference, Row, Timing, format_table, time_interleaved
 from bmvit.cli import main
+from bmvit.cli.bench import SECTION_NAMES
 from bmvit.models.backbones import mvit
 
 
@@ -31,10 +32,11 @@ def test_quick_bench_prints_the_table_and_writes_positive_numbers(tmp_path, caps
         assert len(results["backbone"][name]["forward_backward"]["runs_s"]) == 1
     assert results["matcher"]["match"]["median_s"] > 0 and results["matcher"]["num_actors"] >= 8
     assert 0 < results["step"]["criterion_median_s"] < results["step"]["step"]["median_s"]
-    assert results["step"]["step_with_loader"]["median_s"] > 0
+    assert results["step"]["step_with_loader"]["median_s"] > 0 and results["step"]["step"]["matmul_gflops"] > 0
     assert all(results["loader"][f"{s}_workers{w}"] > 0 for s in ("video", "frames") for w in (0, 1, 2))
     assert results["evaluator"]["num_rows"] == 2000 and results["evaluator"]["total_s"] > 0
     assert results["predict"]["keyframes"] == 4  # a 4 s synthetic video at one key frame per second
+    assert 0 < results["predict"]["forward_s"] < results["predict"]["seconds"]
     for flag in ("off", "on"):
         memory = results["memory"][f"checkpointing_{flag}"]
         assert memory["checkpointing"] == (flag == "on")
@@ -57,6 +59,17 @@ def test_bad_section_is_a_clear_error(capsys):
     assert "unknown benchmark section" in capsys.readouterr().err
 
 
+def test_cli_lists_the_same_sections_as_the_library():
+    assert SECTION_NAMES == SECTIONS  # the CLI keeps its own copy so that `bmvit --help` does not import torch
+
+
+def test_matmul_reference_counts_two_flops_per_multiply_add():
+    # 2 * 512^3 FLOPs in one second; at n = 256 a call is 8 products, the same work
+    assert MatmulReference(512).gflops(Timing(runs_s=[1.0], cpu_s=[1.0])) == pytest.approx(0.268435456)
+    assert MatmulReference(256).calls == 8
+    assert MatmulReference(256).gflops(Timing(runs_s=[0.5, 2.0, 1.0], cpu_s=[1.0])) == pytest.approx(0.268435456)
+
+
 def test_time_interleaved_warms_up_then_alternates():
     calls = []
     timings = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=2)
@@ -74,7 +87,7 @@ def test_format_table_aligns_columns_and_shows_missing_values():
     assert set(lines[1]) == {"-"}
     value, ratio = lines[0].index("value"), lines[0].index("ratio")
     assert lines[2][value:].startswith("200 GFLOP/s") and lines[3][value:].startswith("- ")
-    assert lines[4][value:].startswith("0.5 s") and lines[4][ratio:].startswith("0.250 x matmul rate")
+    assert lines[4][value:].startswith("0.5 s") and lines[4][ratio:].startswith("0.25 x matmul rate")
 
 
 @pytest.mark.parametrize("overrides", [{}, {"cls_embed": False}, {"residual_pooling": False},

@@ -489,7 +489,8 @@ def train_memory_in_subprocess(name: str, input_size: tuple[int, int, int], chec
     done = subprocess.run([sys.executable, "-c", code, args], check=False, capture_output=True, text=True,
                           timeout=1200)
     if done.returncode != 0:
-        raise RuntimeError(f"memory measurement of {name} (checkpointing={checkpointing}) failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"memory measurement of {name} (checkpointing={checkpointing}) failed:\n"
+                           f"{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -643,7 +644,8 @@ def _torchvision_rows(r: dict[str, Any] | None | bool) -> list[Row]:
     rows = [Row("torchvision", "max |ours - torchvision| of the output tokens", r["max_abs_diff"], "",
                 note=f"same weights, torchvision {r['torchvision_version']}")]
     label_theirs, label_ours = r["models"]
-    for key, what, flops in (("forward", "forward", 2e9 * r["gmacs"]), ("forward_backward", "fwd+bwd", 6e9 * r["gmacs"])):
+    for key, what, mult in (("forward", "forward", 2e9), ("forward_backward", "fwd+bwd", 6e9)):
+        flops = mult * r["gmacs"]
         theirs, ours = r[key]["torchvision"], r[key]["ours"]
         rows.append(_rate_row("torchvision", f"{label_theirs} {_size(r['input'])} {what}", theirs, flops))
         pairwise = statistics.median(a / b for a, b in zip(ours["runs_s"], theirs["runs_s"]))
@@ -696,7 +698,7 @@ def format_table(rows: list[Row | dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         value = "-" if r.value is None else f"{r.value:.4g}"
-        ratio = "" if r.ratio is None else f"{r.ratio:.3f} x {r.ratio_of}"
+        ratio = "" if r.ratio is None else f"{r.ratio:.3g} x {r.ratio_of}"
         lines.append((r.section, r.name, f"{value} {r.unit}".strip(), ratio, r.note))
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
     header = ("section", "measurement", "value", "ratio", "note")

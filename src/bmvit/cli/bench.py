@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+# bmvit.bench.SECTIONS, repeated here so that building the parser does not import torch.
 SECTION_NAMES = ("matmul", "backbone", "torchvision", "matcher", "step", "loader", "evaluator", "predict", "memory")
 
 
