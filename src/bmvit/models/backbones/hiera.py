@@ -35,11 +35,12 @@ from bmvit.models.backbones.layers import (
     DropPath,
     Mlp,
     PatchEmbed3d,
+    check_clip,
     conv_output_size,
+    init_linear_and_norm,
     interpolate_pos_embed_3d,
     preset_config,
 )
-from bmvit.models.backbones.vit import check_clip
 from bmvit.models.weights import WeightsFormat
 
 Triple = tuple[int, int, int]
@@ -272,13 +273,7 @@ class Hiera(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norm(self)
         nn.init.trunc_normal_(self.pos_embed_spatial, std=0.02)
         nn.init.trunc_normal_(self.pos_embed_temporal, std=0.02)
 

@@ -133,3 +133,35 @@ def preset_config(config_cls: type, family: str, defaults: dict[str, Any], overr
     if unknown:
         raise ValueError(f"unknown {family} config field(s) {unknown}; valid fields: {sorted(fields)}")
     return config_cls(**{**defaults, **overrides})
+
+
+def init_linear_and_norm(root: nn.Module) -> None:
+    """The usual transformer init over every submodule: Linear weights truncated-normal (std 0.02) with
+    zero biases, LayerNorm weights one and biases zero."""
+    for module in root.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def check_clip(x: Tensor, in_chans: int, input_size: tuple[int, int, int], owner: str) -> None:
+    """A clear error for a clip that is not ``[B, in_chans, *input_size]`` float."""
+    t, h, w = input_size
+    expected = f"[B, {in_chans}, {t}, {h}, {w}]"
+    if not isinstance(x, Tensor) or x.ndim != 5:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{owner} expects a clip shaped {expected} (batch, channels, frames, height, width), "
+                         f"got {got}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"{owner} expects {in_chans} channels, {expected}; got {tuple(x.shape)} "
+                         f"(a [B, T, C, H, W] clip must be permuted to [B, C, T, H, W])")
+    if tuple(x.shape[2:]) != (t, h, w):
+        raise ValueError(f"clip is {x.shape[2]} frames of {x.shape[3]}x{x.shape[4]} pixels but this {owner} was "
+                         f"built for {t} frames of {h}x{w} (build it with input_size=({x.shape[2]}, {x.shape[3]}, "
+                         f"{x.shape[4]}) to change it); expected {expected}, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{owner} expects a float clip, got dtype {x.dtype}")

@@ -36,6 +36,7 @@ from bmvit.models.backbones.layers import (
     Mlp,
     PatchEmbed3d,
     conv_output_size,
+    init_linear_and_norm,
     interpolate_rel_pos,
     preset_config,
 )
@@ -468,14 +469,7 @@ class MViT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norm(self)
         for name, param in self.named_parameters():
             if name == "cls_token" or ".rel_pos_" in name:
                 nn.init.trunc_normal_(param, std=0.02)

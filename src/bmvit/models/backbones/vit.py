@@ -35,6 +35,8 @@ from bmvit.models.backbones.layers import (
     Mlp,
     PatchEmbed3d,
     conv_output_size,
+    check_clip,
+    init_linear_and_norm,
     interpolate_pos_embed_3d,
     preset_config,
 )
@@ -214,14 +216,7 @@ class VisionTransformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linear_and_norm(self)
 
     def no_weight_decay(self) -> set[str]:
         """Parameters trained without weight decay: none beyond the norms and biases every
@@ -254,25 +249,6 @@ class VisionTransformer(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         check_clip(x, self.cfg.in_chans, self.input_size, type(self).__name__)
-
-
-def check_clip(x: Tensor, in_chans: int, input_size: Triple, owner: str) -> None:
-    """A clear error for a clip that is not ``[B, in_chans, *input_size]`` float."""
-    t, h, w = input_size
-    expected = f"[B, {in_chans}, {t}, {h}, {w}]"
-    if not isinstance(x, Tensor) or x.ndim != 5:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{owner} expects a clip shaped {expected} (batch, channels, frames, height, width), "
-                         f"got {got}")
-    if x.shape[1] != in_chans:
-        raise ValueError(f"{owner} expects {in_chans} channels, {expected}; got {tuple(x.shape)} "
-                         f"(a [B, T, C, H, W] clip must be permuted to [B, C, T, H, W])")
-    if tuple(x.shape[2:]) != (t, h, w):
-        raise ValueError(f"clip is {x.shape[2]} frames of {x.shape[3]}x{x.shape[4]} pixels but this {owner} was "
-                         f"built for {t} frames of {h}x{w} (build it with input_size=({x.shape[2]}, {x.shape[3]}, "
-                         f"{x.shape[4]}) to change it); expected {expected}, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{owner} expects a float clip, got dtype {x.dtype}")
 
 
 # ---------------------------------------------------------------------------------------------
