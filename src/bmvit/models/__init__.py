@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -17,6 +19,25 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         raise ValueError(f"model {fn.__name__!r} is registered twice")
     _MODELS[fn.__name__] = fn
     return fn
+
+
+def build_detector(
+    model_cls: type, config_cls: type, backbone_name: str, num_classes: int,
+    backbone_weights: str | None, weights_format: str | None, overrides: dict[str, Any],
+) -> nn.Module:
+    """A preset's detector: ``config_cls(backbone=..., num_classes=..., **overrides)``, then the
+    pretrained backbone weights if given. An override that is not a config field is an error."""
+    known = {f.name for f in dataclasses.fields(config_cls)} - {"backbone", "num_classes"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown model override(s) {unknown}; {config_cls.__name__} fields are {sorted(known)} "
+                         "(the backbone is fixed by the preset's name)")
+    model = model_cls(config_cls(backbone=backbone_name, num_classes=num_classes, **overrides))
+    if backbone_weights is not None:
+        from bmvit.models.weights import load_backbone_weights
+
+        load_backbone_weights(model.backbone, backbone_weights, weights_format=weights_format)
+    return model
 
 
 def _ensure_registered() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from bmvit.models import register_model
+from bmvit.models import build_detector, register_model
 from bmvit.models.backbones import create_backbone
 from bmvit.models.heads import ACTION_HEADS, BOX_REFERENCES, DetectionHeads
 
@@ -235,17 +235,7 @@ class BMViT(nn.Module):
 def _create_bmvit(
     backbone_name: str, num_classes: int, backbone_weights: str | None, weights_format: str | None, /, **overrides: Any
 ) -> BMViT:
-    known = {f.name for f in dataclasses.fields(BMViTConfig)} - {"backbone", "num_classes"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown model override(s) {unknown}; BMViTConfig fields are {sorted(known)} "
-                         "(the backbone is fixed by the preset's name)")
-    model = BMViT(BMViTConfig(backbone=backbone_name, num_classes=num_classes, **overrides))
-    if backbone_weights is not None:
-        from bmvit.models.weights import load_backbone_weights
-
-        load_backbone_weights(model.backbone, backbone_weights, weights_format=weights_format)
-    return model
+    return build_detector(BMViT, BMViTConfig, backbone_name, num_classes, backbone_weights, weights_format, overrides)
 
 
 @register_model

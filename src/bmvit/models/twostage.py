@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bmvit.models import register_model
+from bmvit.models import build_detector, register_model
 from bmvit.models.backbones import create_backbone
 from bmvit.models.roi_align import roi_align
 
@@ -184,17 +184,8 @@ def _create_twostage(backbone_name: str, num_classes: int, backbone_weights: str
         raise ValueError(f"two-stage models average the token map over time before RoIAlign (PySlowFast's "
                          f"ResNetRoIHead); token_selection must be 'temporal_mean', got {token_selection!r} "
                          "(set model.token_selection=temporal_mean)")
-    known = {f.name for f in dataclasses.fields(TwoStageConfig)} - {"backbone", "num_classes"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown model override(s) {unknown}; TwoStageConfig fields are {sorted(known)} "
-                         "(the backbone is fixed by the preset's name)")
-    model = TwoStageMViT(TwoStageConfig(backbone=backbone_name, num_classes=num_classes, **overrides))
-    if backbone_weights is not None:
-        from bmvit.models.weights import load_backbone_weights
-
-        load_backbone_weights(model.backbone, backbone_weights, weights_format=weights_format)
-    return model
+    return build_detector(TwoStageMViT, TwoStageConfig, backbone_name, num_classes, backbone_weights, weights_format,
+                          overrides)
 
 
 @register_model
