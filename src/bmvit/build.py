@@ -38,6 +38,7 @@ def create_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
     )
 
 
+
 def model_kind(model: nn.Module) -> str:
     """``"twostage"`` for a model that classifies given person boxes, else ``"single_stage"`` (BMViT);
     looks through a ``DistributedDataParallel`` wrapper."""
@@ -82,13 +83,27 @@ def create_postprocess(cfg: EvalConfig, kind: str = "single_stage") -> nn.Module
     return PostProcess(threshold=cfg.threshold)
 
 
+ACT_DEFAULT_PATHS = {
+    "ucf101_24": {"annotations": "UCF101v2-GT.pkl", "frames_dir": "rgb-images"},
+    "jhmdb_21": {"annotations": "JHMDB-GT.pkl", "frames_dir": "Frames"},
+}
+"""File names of the ACT / MOC-Detector layout, used where ``data.annotations`` / ``data.frames_dir`` are ''."""
+
+
 def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
-    """Absolute paths of the annotation files; a clear error when the root lacks them."""
+    """Absolute paths of the annotation files; a clear error when the root lacks them.
+
+    AVA: ``train_csv``, ``val_csv``, ``label_map``, ``exclusions`` (None if absent). UCF101-24 /
+    JHMDB-21: ``annotations`` (the ACT ground truth) and ``media`` (the frame or video folder).
+    """
+    cfg.validate()
     if not cfg.root:
         raise FileNotFoundError("data.root is not set: pass data.root=/path/to/dataset (see README, Data)")
     root = Path(cfg.root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {root} is not a directory")
+    if cfg.format != "ava":
+        return _resolve_act_paths(cfg, root)
     paths: dict[str, Path | None] = {}
     for key in ("train_csv", "val_csv", "label_map", "exclusions"):
         rel = getattr(cfg, key)
@@ -101,20 +116,55 @@ def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
     return paths
 
 
+def _resolve_act_paths(cfg: DataConfig, root: Path) -> dict[str, Path | None]:
+    defaults = ACT_DEFAULT_PATHS[cfg.format]
+    annotations = root / (cfg.annotations or defaults["annotations"])
+    if not annotations.is_file():
+        raise FileNotFoundError(
+            f"data.annotations: {annotations} does not exist (data.root={root}, data.format={cfg.format}; "
+            f"expected ACT's {defaults['annotations']} or a JSON file with the same keys, see docs/ucf_jhmdb.md)"
+        )
+    if cfg.source == "frames":
+        key, media = "data.frames_dir", root / (cfg.frames_dir or defaults["frames_dir"])
+    else:
+        key, media = "data.videos_dir", root / cfg.videos_dir
+    if not media.is_dir():
+        raise FileNotFoundError(f"{key}: {media} is not a directory (data.root={root}, data.source={cfg.source})")
+    return {"annotations": annotations, "media": media}
+
+
+def data_label_map(cfg: DataConfig) -> dict[int, str]:
+    """``{class id: name}`` of the evaluated classes: AVA's label-map file, or every class of the ACT
+    ground truth (ids ``1..N`` in the order of its ``labels``)."""
+    paths = resolve_data_paths(cfg)
+    if cfg.format == "ava":
+        from bmvit.data.ava import read_label_map
+
+        return read_label_map(paths["label_map"])
+    from bmvit.data.ucf_jhmdb import read_act_annotations
+
+    return read_act_annotations(paths["annotations"]).label_map()
+
+
 def create_dataset(
     cfg: DataConfig, split: str, class_ids: list[int], input_size: tuple[int, int, int], train: bool,
     kind: str = "single_stage",
 ):
-    """An ``AVADataset`` for ``split`` ("train" or "val") at the model's input size; for a two-stage
-    model wrapped in a ``PersonBoxDataset`` that adds the person boxes to classify."""
+    """The dataset of ``split`` ("train" or "val") at the model's input size: an ``AVADataset``, or for
+    UCF101-24 / JHMDB-21 a ``KeyFrameDataset`` whose "val" is the test split of ``data.split_index``.
+    For a two-stage model it is wrapped in a ``PersonBoxDataset`` that adds the person boxes to classify."""
     if kind == "twostage":
         return _person_box_dataset(cfg, split, create_dataset(cfg, split, class_ids, input_size, train), train)
-    from bmvit.data.dataset import AVADataset
-
-    paths = resolve_data_paths(cfg)
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     num_frames, height, width = input_size
     if height != width:
         raise ValueError(f"the model input must be square, got {height}x{width}")
+    if cfg.format != "ava":
+        return _act_dataset(cfg, split, class_ids, num_frames, height, train)
+    from bmvit.data.dataset import AVADataset
+
+    paths = resolve_data_paths(cfg)
     return AVADataset(
         root=cfg.root,
         annotation_csv=paths["train_csv" if split == "train" else "val_csv"],
@@ -139,6 +189,48 @@ def create_dataset(
         cache_videos=cfg.cache_videos,
         skip_bad=cfg.skip_bad,
     )
+
+
+def _act_dataset(cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool):
+    """UCF101-24 / JHMDB-21 key frames: every annotated frame of the train videos; for "val" every frame
+    of the test videos (``data.eval_all_frames``, ACT's frame-mAP scores detections on unannotated frames
+    too). Key-frame ``timestamp`` is the 1-based frame number, which evaluation rows carry."""
+    from bmvit.data.transforms import build_transforms
+    from bmvit.data.ucf_jhmdb import read_act_annotations, ucf_jhmdb_dataset
+
+    paths = resolve_data_paths(cfg)
+    ann = read_act_annotations(paths["annotations"])
+    column = {c: j for j, c in enumerate(class_ids)}
+    swaps = [(column[a], column[b]) for a, b in cfg.flip_swap_pairs if a in column and b in column]
+    transform = build_transforms(
+        train,
+        size,
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        resize=cfg.resize,
+        hflip=cfg.hflip if train else 0.0,
+        scale_jitter=tuple(cfg.scale_jitter) if train else (1.0, 1.0),
+        color_jitter=cfg.color_jitter if train else 0.0,
+        flip_swap_columns=swaps,
+    )
+    frames = cfg.source == "frames"
+    dataset = ucf_jhmdb_dataset(
+        ann,
+        cfg.format,
+        "train" if split == "train" else "test",
+        split_index=cfg.split_index,
+        frames_root=paths["media"] if frames else None,
+        video_root=None if frames else paths["media"],
+        video_ext=cfg.video_ext,
+        num_frames=num_frames,
+        stride=cfg.sampling_stride,
+        class_ids=class_ids,
+        include_unannotated=split != "train" and cfg.eval_all_frames,
+        skip_bad=cfg.skip_bad,
+        transform=transform,
+    )
+    dataset.cache_videos = cfg.cache_videos
+    return dataset
 
 
 def _person_box_dataset(cfg: DataConfig, split: str, base, train: bool):

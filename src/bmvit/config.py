@@ -11,6 +11,7 @@ component is built from its own section only.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,11 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where the AVA-format data lives and how clips are sampled and augmented."""
+    """Where the data lives (AVA format, UCF101-24, JHMDB-21) and how clips are sampled and augmented."""
 
+    format: str = _f(
+        "ava", "dataset format: ava (AVA CSVs, AVA frame-mAP) | ucf101_24 | jhmdb_21 (ACT tube pickle, ACT frame-mAP)"
+    )
     root: str = _f("", "dataset root (annotations/, frame_lists/, videos/ or frames/)")
     source: str = _f("video", "clip source: video (decode files with PyAV) | frames (AVA jpg folders)")
     train_csv: str = _f("annotations/ava_train_v2.2.csv", "training annotations, relative to root")
@@ -74,6 +78,35 @@ class DataConfig:
     person_boxes_val: str = _f("", "two-stage models: detector person-box CSV classified in evaluation (required)")
     person_box_threshold: float = _f(0.8, "two-stage models: keep person boxes scoring >= this (PySlowFast's 0.8)")
     person_box_jitter: float = _f(0.05, "two-stage models: training box jitter, fraction of the box size")
+    annotations: str = _f(
+        "", "ucf101_24/jhmdb_21: ACT ground truth (.pkl or .json), relative to root; '' = UCF101v2-GT.pkl / JHMDB-GT.pkl"
+    )
+    frames_dir: str = _f(
+        "", "ucf101_24/jhmdb_21, source=frames: folder of <video>/%05d.jpg|png, relative to root; '' = rgb-images / Frames"
+    )
+    videos_dir: str = _f("videos", "ucf101_24/jhmdb_21, source=video: folder of <video><video_ext>, relative to root")
+    video_ext: str = _f(".avi", "ucf101_24/jhmdb_21, source=video: extension of the video files")
+    split_index: int = _f(1, "ucf101_24/jhmdb_21: which train/test split (1-based; UCF101-24 has 1, JHMDB-21 has 3)")
+    eval_all_frames: bool = _f(
+        True, "ucf101_24/jhmdb_21: score every frame of the test videos (ACT protocol), not only annotated ones"
+    )
+
+    FORMATS = ("ava", "ucf101_24", "jhmdb_21")
+    NUM_SPLITS = {"ava": 1, "ucf101_24": 1, "jhmdb_21": 3}
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when a data value is out of its allowed set."""
+        if self.format not in self.FORMATS:
+            raise ConfigError(f"data.format must be one of {' | '.join(self.FORMATS)}, got {self.format!r}")
+        if self.source not in ("video", "frames"):
+            raise ConfigError(f"data.source must be video or frames, got {self.source!r}")
+        if self.resize not in ("square", "letterbox"):
+            raise ConfigError(f"data.resize must be square or letterbox, got {self.resize!r}")
+        if self.sampling_stride < 1:
+            raise ConfigError(f"data.sampling_stride must be >= 1, got {self.sampling_stride}")
+        splits = self.NUM_SPLITS[self.format]
+        if self.format != "ava" and not 1 <= self.split_index <= splits:
+            raise ConfigError(f"data.split_index must be 1..{splits} for {self.format}, got {self.split_index}")
 
 
 @dataclass
@@ -190,9 +223,26 @@ def _apply(section: Any, overrides: dict[str, Any], prefix: str) -> None:
             setattr(section, key, _coerce(value, hints[key], full))
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.2's booleans: only true/false are booleans; on/off/yes/no stay strings (``train.amp: off``)."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)
+
+
 def _parse_scalar(text: str) -> Any:
     # YAML's scalar rules: 3 -> int, 3.0 -> float, true -> bool, [1, 2] -> list; strings stay as typed.
-    value = yaml.safe_load(text) if text.strip() else None
+    value = _yaml_load(text) if text.strip() else None
     if value is None:
         return ""
     return text if isinstance(value, str) else value
@@ -231,7 +281,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
         try:

@@ -29,11 +29,13 @@ from bmvit.build import (
     create_optimizer,
     create_postprocess,
     create_scheduler,
+    data_label_map,
     model_kind,
     resolve_data_paths,
 )
 from bmvit.checkpoint import load_tensors, load_training_state, save_model, save_training_state
 from bmvit.config import Config, ConfigError, DataConfig, EvalConfig, config_from_dict, save_config
+from bmvit.data.ava import BoxRows
 from bmvit.data.dataset import collate_fn
 from bmvit.engine import StepContext, predict_rows, train_one_epoch, write_ava_csv
 
@@ -129,9 +131,15 @@ class ClassInfo:
 
 
 def read_class_info(data_cfg: DataConfig) -> ClassInfo:
-    """Trained classes = every action id in the training annotations (80 on AVA); evaluated = the label map."""
+    """Trained classes = every action id in the training annotations (80 on AVA); evaluated = the label map.
+
+    UCF101-24 / JHMDB-21: both are every class of the ACT ground truth (ids ``1..24`` / ``1..21``).
+    """
     from bmvit.data.ava import read_annotations, read_label_map
 
+    if data_cfg.format != "ava":
+        label_map = data_label_map(data_cfg)
+        return ClassInfo(class_ids=sorted(label_map), label_map=label_map)
     paths = resolve_data_paths(data_cfg)
     label_map = read_label_map(paths["label_map"])
     rows = read_annotations(paths["train_csv"], skip_bad=data_cfg.skip_bad)
@@ -217,13 +225,61 @@ def evaluate_model(
         paths = resolve_data_paths(data_cfg)
         det_path = out_dir / f"detections_{tag}.csv"
         write_ava_csv(det_path, sorted(rows, key=lambda r: (r[0], r[1], -r[7])))
-        res = evaluate_ava_files(
-            paths["val_csv"], det_path, paths["label_map"], paths["exclusions"], protocol=eval_cfg.protocol
-        )
-        result = res.to_json()
+        if data_cfg.format == "ava":
+            res = evaluate_ava_files(
+                paths["val_csv"], det_path, paths["label_map"], paths["exclusions"], protocol=eval_cfg.protocol
+            )
+            result = res.to_json()
+        else:
+            result = evaluate_act_detections(dataset, det_path, classes.label_map, str(paths["annotations"]))
         (out_dir / f"per_class_ap_{tag}.json").write_text(json.dumps(result, indent=1))
         plot_per_class_ap(result, out_dir / f"per_class_ap_{tag}.png")
     dist_utils.barrier()
+    return result
+
+
+def groundtruth_rows(dataset, path: str = "<dataset>") -> BoxRows:
+    """The ground-truth boxes of a ``KeyFrameDataset`` as evaluation rows: one row per (box, action) of
+    ``dataset.keyframes``, ``timestamps`` = key-frame ``timestamp`` (frame number on UCF101-24 / JHMDB-21),
+    ``extra`` = person (tube) id, ``lines`` = 1-based key-frame index."""
+    video_ids, times, boxes, actions, persons, lines = [], [], [], [], [], []
+    for index, k in enumerate(dataset.keyframes, start=1):
+        for p, action_ids in enumerate(k.action_ids):
+            for action in action_ids:
+                video_ids.append(k.video_id)
+                times.append(int(k.timestamp))
+                boxes.append(np.asarray(k.boxes_xyxy[p], dtype=np.float64))
+                actions.append(int(action))
+                persons.append(float(k.person_ids[p]) if k.person_ids[p] >= 0 else np.nan)
+                lines.append(index)
+    return BoxRows(
+        path=path,
+        video_ids=np.array(video_ids, dtype=str),
+        timestamps=np.array(times, dtype=np.int64),
+        boxes_xyxy=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        action_ids=np.array(actions, dtype=np.int64),
+        extra=np.array(persons, dtype=np.float64),
+        lines=np.array(lines, dtype=np.int64),
+    )
+
+
+def evaluate_act_detections(
+    dataset, det_path: Path, label_map: dict[int, str], gt_path: str = "<ground truth>"
+) -> dict[str, Any]:
+    """UCF101-24 / JHMDB-21: frame-mAP@0.5 (ACT's protocol) of a detections CSV against the dataset's ground
+    truth, as the DESIGN.md result JSON, plus ``video_mAP@0.2`` and ``video_mAP@0.5`` (per-frame detections
+    linked into tubes, ``bmvit.evaluation.video_map``). Detection rows carry the 1-based frame number."""
+    from bmvit.data.ava import read_detections
+    from bmvit.evaluation.ucf_jhmdb import evaluate_frame_ap
+    from bmvit.evaluation.video_map import evaluate_video_map, groundtruth_tubes, link_tubes
+
+    groundtruth = groundtruth_rows(dataset, path=gt_path)
+    detections = read_detections(det_path, check_boxes=False)
+    result = evaluate_frame_ap(groundtruth, detections, label_map).to_json()
+    video = evaluate_video_map(groundtruth_tubes(groundtruth), link_tubes(detections), label_map)
+    for threshold, res in video.items():
+        result[f"video_mAP@{threshold:g}"] = float(res.mAP)
+        result[f"video_per_class@{threshold:g}"] = res.to_json()["per_class"]
     return result
 
 

@@ -53,3 +53,15 @@ def test_describe_lists_every_field_with_help():
     text = describe_config(Config())
     assert "  lr: 0.0001  # peak learning rate" in text
     assert text.count("#") >= 50
+
+
+def test_only_true_and_false_are_booleans(tmp_path):
+    # YAML 1.1 reads off/on/yes/no as booleans; `train.amp: off` must stay the string "off".
+    config = load_config(None, ["train.amp=off", "train.tensorboard=false", "train.device=on"])
+    assert config.train.amp == "off" and config.train.tensorboard is False and config.train.device == "on"
+    path = tmp_path / "amp.yaml"
+    path.write_text("train:\n  amp: off\n  tensorboard: True\n")
+    config = load_config(path)
+    assert config.train.amp == "off" and config.train.tensorboard is True
+    with pytest.raises(ConfigError, match="'train.tensorboard' expects bool"):
+        load_config(None, ["train.tensorboard=no"])

@@ -54,11 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_label_map(config, classes) -> None:
     """The data's label map must name classes the model was trained on."""
-    from bmvit.build import resolve_data_paths
+    from bmvit.build import data_label_map
     from bmvit.config import ConfigError
-    from bmvit.data.ava import read_label_map
 
-    label_map = read_label_map(resolve_data_paths(config.data)["label_map"])
+    label_map = data_label_map(config.data)  # AVA: the label-map file; UCF101-24 / JHMDB-21: the ACT ground truth
     unknown = sorted(set(label_map) - set(classes.class_ids))
     if unknown:
         raise ConfigError(
