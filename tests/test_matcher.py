@@ -157,3 +157,27 @@ def test_bad_inputs_give_clear_errors():
         HungarianMatcher(cost_bbox=-1.0)
     with pytest.raises(ValueError, match="non-zero"):
         HungarianMatcher(0.0, 0.0, 0.0, 0.0)
+
+
+def test_center_cost_is_the_cell_distance_and_breaks_ties_by_location():
+    # A 1x2x2 grid: cell centres (0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75).
+    # Every token predicts the same box, so without the prior all tokens cost the same.
+    box = torch.tensor([0.6, 0.3, 0.2, 0.2])
+    outputs = {"pred_boxes": box.expand(1, 4, 4).clone(), "pred_actor": _actor_logits([0.5] * 4)[None],
+               "token_grid": (1, 2, 2)}
+    targets = [{"boxes": torch.tensor([[0.8, 0.7, 0.2, 0.2]]), "labels": torch.ones(1, 3)}]
+    plain = HungarianMatcher(cost_actor=1.0, cost_bbox=5.0, cost_giou=2.0).cost_matrix(outputs, targets)
+    assert torch.allclose(plain[0, :, 0], plain[0, 0, 0].expand(4))
+    prior = HungarianMatcher(cost_actor=1.0, cost_bbox=5.0, cost_giou=2.0, cost_center=0.5)
+    # Distances in cells (grid 2x2): |1.6 - c_x| + |1.4 - c_y| with c in {0.5, 1.5}.
+    expected = torch.tensor([1.1 + 0.9, 0.1 + 0.9, 1.1 + 0.1, 0.1 + 0.1])
+    assert torch.allclose(prior.cost_matrix(outputs, targets)[0, :, 0] - plain[0, :, 0], 0.5 * expected, atol=1e-6)
+    pred_idx, tgt_idx = prior(outputs, targets)[0]
+    assert pred_idx.tolist() == [3] and tgt_idx.tolist() == [0]
+
+    with pytest.raises(KeyError, match="token_grid"):
+        prior({k: v for k, v in outputs.items() if k != "token_grid"}, targets)
+    with pytest.raises(ValueError, match="does not hold"):
+        prior({**outputs, "token_grid": (1, 3, 2)}, targets)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        HungarianMatcher(cost_center=-1.0)

@@ -35,8 +35,18 @@ def create_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
         weights_format=cfg.weights_format or None,
         token_selection=cfg.token_selection,
         backbone_overrides=backbone_overrides,
+        **_head_overrides(cfg),
     )
 
+
+def _head_overrides(cfg: ModelConfig) -> dict[str, Any]:
+    """The box-parametrisation fields a run config sets (the preset's own values otherwise)."""
+    overrides: dict[str, Any] = {}
+    if cfg.box_reference:
+        overrides["box_reference"] = cfg.box_reference
+    if cfg.box_local_range > 0:
+        overrides["box_local_range"] = float(cfg.box_local_range)
+    return overrides
 
 
 def model_kind(model: nn.Module) -> str:
@@ -60,6 +70,7 @@ def create_criterion(
         cost_bbox=matcher_cfg.cost_bbox,
         cost_giou=matcher_cfg.cost_giou,
         cost_action=matcher_cfg.cost_action,
+        cost_center=matcher_cfg.cost_center,
     )
     return SetCriterion(
         matcher,

@@ -40,6 +40,8 @@ class ModelConfig:
     backbone_weights: str = _f("", "pretrained backbone weights file (torchvision, slowfast, videomae, hiera, bmvit)")
     weights_format: str = _f("", "format of backbone_weights; '' = detect from the keys")
     backbone_overrides: dict = _f({}, "extra fields of the backbone config, e.g. {depths: [1, 1, 2, 1]}")
+    box_reference: str = _f("", "box parametrisation: token_center | token_local | none; '' = the preset's own")
+    box_local_range: float = _f(0.0, "token_local: reach of a box centre from its token's cell, in cells; 0 = preset's")
 
 
 @dataclass
@@ -117,6 +119,7 @@ class MatcherConfig:
     cost_bbox: float = _f(5.0, "weight of the L1 distance of cxcywh boxes")
     cost_giou: float = _f(2.0, "weight of -GIoU")
     cost_action: float = _f(0.0, "weight of the action cost (0 = off)")
+    cost_center: float = _f(0.0, "weight of the distance (grid cells, L1) from a token's cell centre to the box centre")
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Adapted from DETR (facebookresearch/detr, models/matcher.py): one cost matrix for the whole batch,
 split per sample, solved with SciPy's ``linear_sum_assignment``. Changes: the class cost is the
 actor probability of a 2-way actor/no-actor head, targets carry multi-hot action labels, an
-optional multi-label action cost, and input checks with clear errors.
+optional multi-label action cost, an optional location prior (``cost_center``), and input checks with
+clear errors.
 """
 
 from __future__ import annotations
@@ -24,21 +25,31 @@ class HungarianMatcher(nn.Module):
 
         cost_actor * (-p_actor[i]) + cost_bbox * L1(box_i, box_j) + cost_giou * (-GIoU(box_i, box_j))
             + cost_action * (-mean_{c in labels_j} sigmoid(action_logit[i, c]))
+            + cost_center * (|cx_j - ref_x_i| * W + |cy_j - ref_y_i| * H)
 
     ``p_actor`` is the softmax probability of class 0 (actor); L1 is on normalised cxcywh; GIoU on
     xyxy. The action cost (default off, DESIGN.md) rewards tokens whose action probabilities are
     high on the actor's positive classes; the mean (not the sum) keeps it in [-1, 0] whatever the
     number of labels, like the other probability term. An actor with no positive class adds 0.
 
+    The centre cost (default off) is a location prior: ``ref_i`` is the centre of token i's cell in
+    the ``H x W`` key-frame grid (``outputs["token_grid"]``), so the distance is in grid cells and
+    does not depend on what the model predicts. It makes the token whose cell holds an actor's
+    centre the natural match, so that the same token keeps its actor from step to step while the
+    boxes are still poor (docs/training_notes.md, section 5).
+
     Args:
-        cost_actor, cost_bbox, cost_giou, cost_action: weights of the terms (all >= 0, one > 0).
+        cost_actor, cost_bbox, cost_giou, cost_action, cost_center: weights of the terms (all >= 0,
+            one > 0).
     """
 
     def __init__(
-        self, cost_actor: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0, cost_action: float = 0.0
+        self, cost_actor: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0, cost_action: float = 0.0,
+        cost_center: float = 0.0,
     ) -> None:
         super().__init__()
-        weights = {"cost_actor": cost_actor, "cost_bbox": cost_bbox, "cost_giou": cost_giou, "cost_action": cost_action}
+        weights = {"cost_actor": cost_actor, "cost_bbox": cost_bbox, "cost_giou": cost_giou, "cost_action": cost_action,
+                   "cost_center": cost_center}
         negative = {k: v for k, v in weights.items() if v < 0}
         if negative:
             raise ValueError(f"HungarianMatcher weights must be >= 0, got {negative}")
@@ -48,6 +59,7 @@ class HungarianMatcher(nn.Module):
         self.cost_bbox = float(cost_bbox)
         self.cost_giou = float(cost_giou)
         self.cost_action = float(cost_action)
+        self.cost_center = float(cost_center)
 
     @torch.no_grad()
     def forward(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> MatchIndices:
@@ -91,9 +103,27 @@ class HungarianMatcher(nn.Module):
             cost = cost - self.cost_giou * giou
         if self.cost_action:
             cost = cost + self.cost_action * _action_cost(outputs["pred_actions"].flatten(0, 1).float(), targets)
+        if self.cost_center:
+            cost = cost + self.cost_center * _center_cost(outputs, batch, tgt_boxes)
         if not bool(torch.isfinite(cost).all()):
             raise ValueError("HungarianMatcher: the cost matrix has NaN or inf entries (non-finite model outputs?)")
         return cost.view(batch, num_tokens, len(tgt_boxes)).cpu()
+
+
+def _center_cost(outputs: dict[str, Tensor], batch: int, tgt_boxes: Tensor) -> Tensor:
+    """``[B*N, sum M]``: L1 distance, in grid cells, from each token's cell centre to each box centre."""
+    if "token_grid" not in outputs:
+        raise KeyError("cost_center needs outputs['token_grid'] (T, H, W) of the candidate tokens")
+    t, h, w = (int(v) for v in outputs["token_grid"])
+    num_tokens = outputs["pred_boxes"].shape[1]
+    if t * h * w != num_tokens:
+        raise ValueError(f"token_grid {(t, h, w)} does not hold the {num_tokens} candidate tokens")
+    rows = torch.arange(h, dtype=tgt_boxes.dtype, device=tgt_boxes.device).repeat_interleave(w)
+    cols = torch.arange(w, dtype=tgt_boxes.dtype, device=tgt_boxes.device).repeat(h)
+    # In cell units: token (r, c) sits at (c + 0.5, r + 0.5); row-major over (t, h, w) like the candidates.
+    ref = torch.stack((cols + 0.5, rows + 0.5), dim=-1).repeat(t * batch, 1)  # [B*N, 2]
+    centres = tgt_boxes[:, :2] * tgt_boxes.new_tensor([w, h])  # [sum M, 2]
+    return torch.cdist(ref, centres, p=1)
 
 
 def _action_cost(pred_action_logits: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:

@@ -65,3 +65,16 @@ def test_only_true_and_false_are_booleans(tmp_path):
     assert config.train.amp == "off" and config.train.tensorboard is True
     with pytest.raises(ConfigError, match="'train.tensorboard' expects bool"):
         load_config(None, ["train.tensorboard=no"])
+
+
+def test_model_and_matcher_fields_reach_the_components():
+    from bmvit.build import create_criterion, create_model_from_config
+
+    config = load_config(CONFIGS / "synthetic_tiny.yaml", ["model.input_size=[8, 64, 64]", "model.box_local_range=1.5"])
+    model = create_model_from_config(config.model, num_classes=9)
+    assert model.config.box_reference == "token_local" and model.config.box_local_range == 1.5
+    assert model.heads.local_range == 1.5
+    criterion = create_criterion(config.matcher, config.loss, 9)
+    assert criterion.matcher.cost_center == 1.0
+    default = create_model_from_config(load_config(None, ["model.input_size=[8, 64, 64]"]).model, num_classes=9)
+    assert default.config.box_reference == "token_center"  # '' keeps the preset's own

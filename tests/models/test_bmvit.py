@@ -240,3 +240,31 @@ def test_mvitv2_s_preset_geometry():
     assert model.heads.box.last.out_features == 4 and len(model.heads.box.layers) == 3
     assert model.heads.actor.last.out_features == 2 and len(model.heads.actor.layers) == 2
     assert model.heads.action.last.out_features == 80
+
+
+def test_token_local_boxes_stay_within_range_of_their_cell(tokens_thw):
+    from bmvit.models.heads import DetectionHeads
+
+    _, h, w = tokens_thw
+    model = _tiny(box_reference="token_local", box_local_range=1.5)
+    with torch.no_grad():
+        start = model(_clip(model))["pred_boxes"]
+    reference = _tiny()  # token_center: same zero-initialised start
+    with torch.no_grad():
+        assert torch.allclose(start, reference(_clip(reference))["pred_boxes"], atol=1e-5)
+
+    # Huge head outputs: each centre saturates at exactly +-1.5 cells from its own cell centre.
+    heads = DetectionHeads(8, NUM_CLASSES, hidden_dim=8, box_reference="token_local", local_range=1.5)
+    with torch.no_grad():
+        heads.box.last.bias.copy_(torch.tensor([100.0, -100.0, 0.0, 0.0]))
+        boxes = heads(torch.zeros(1, h * w, 8), (1, h, w))["pred_boxes"][0]
+    cx = (torch.arange(w) + 0.5 + 1.5) / w
+    cy = (torch.arange(h) + 0.5 - 1.5) / h
+    assert torch.allclose(boxes[:, 0], cx.repeat(h).clamp(0, 1), atol=1e-6)
+    assert torch.allclose(boxes[:, 1], cy.repeat_interleave(w).clamp(0, 1), atol=1e-6)
+    assert torch.allclose(boxes[:, 2:], torch.tensor(INIT_BOX_WH).expand(h * w, 2), atol=1e-6)
+
+    with pytest.raises(ValueError, match="box_local_range must be > 0"):
+        BMViTConfig(box_reference="token_local", box_local_range=0.0)
+    config = BMViTConfig(box_reference="token_local", box_local_range=2)
+    assert config.box_local_range == 2.0 and BMViTConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

@@ -45,8 +45,10 @@ class BMViTConfig:
         box_head_layers, actor_head_layers, action_head_layers: linear layers per head.
         token_selection: which tokens are candidates: ``central`` (the T'//2 time slice, the
             paper's choice), ``temporal_mean`` (the mean over T'), ``all`` (every T'xH'xW' token).
-        box_reference: ``token_center`` (boxes start at their token's grid cell) or ``none``;
+        box_reference: ``token_center`` (boxes start at their token's grid cell), ``token_local``
+            (box centres stay within ``box_local_range`` cells of their token's cell) or ``none``;
             see ``bmvit.models.heads``.
+        box_local_range: reach of a ``token_local`` box centre, in grid cells.
         action_head: ``mlp`` (per-token MLP, Fig. 1a) or ``cross_attention`` (the candidates
             attend over all tokens before the MLP, Fig. 1b; ``CrossAttentionActionHead``).
     """
@@ -61,6 +63,7 @@ class BMViTConfig:
     action_head_layers: int = 2
     token_selection: str = "central"
     box_reference: str = "token_center"
+    box_local_range: float = 1.0
     action_head: str = "mlp"
 
     def __post_init__(self) -> None:
@@ -70,6 +73,9 @@ class BMViTConfig:
                      "action_head_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BMViTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        self.box_local_range = float(self.box_local_range)
+        if self.box_local_range <= 0:
+            raise ValueError(f"BMViTConfig.box_local_range must be > 0 grid cells, got {self.box_local_range}")
         if self.token_selection not in TOKEN_SELECTIONS:
             raise ValueError(f"BMViTConfig.token_selection must be one of {TOKEN_SELECTIONS}, "
                              f"got {self.token_selection!r}")
@@ -107,9 +113,9 @@ def _thaw(value: Any) -> Any:
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:
-    expected = {"str": str, "int": int, "dict[str, Any]": dict}[annotation]
+    expected = {"str": str, "int": int, "float": (int, float), "dict[str, Any]": dict}[annotation]
     # bool is an int subclass; a True where a count belongs is a mistake, not a 1.
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+    if not isinstance(value, expected) or isinstance(value, bool):
         raise TypeError(f"BMViTConfig.{name} must be {annotation}, got {type(value).__name__} {value!r}")
 
 
@@ -165,6 +171,7 @@ class BMViT(nn.Module):
             actor_layers=config.actor_head_layers,
             action_layers=config.action_head_layers,
             box_reference=config.box_reference,
+            local_range=config.box_local_range,
             action_head=config.action_head,
         )
 

@@ -17,6 +17,14 @@ Initialisation choices (the paper is silent; each one only sets the starting poi
   spatial identity from step 0, so Hungarian matching pairs people with nearby tokens instead of
   arbitrary ones; MViTv2 has only relative position embeddings, so the tokens themselves carry
   little absolute position. ``box_reference="none"`` drops the reference (plain sigmoid(MLP)).
+- ``box_reference="token_local"`` goes further: the box centre stays within ``local_range`` grid
+  cells of the token's own cell centre (``centre = reference + range * tanh(MLP)``), the extent is
+  free as above. With the unbounded offset of ``token_center``, a model trained from scratch
+  learns one shared offset for all tokens within a few hundred steps; every token can then
+  predict any person's box, the matched token drifts away from the person (in our synthetic runs
+  the share of actors matched to the token of their own cell fell from 0.40 to 0.001) and the
+  actor head has nothing consistent to learn. Bounding the offset (together with the matcher's
+  ``cost_center``) keeps the match on the person (docs/training_notes.md, section 5).
 
 The ViT-B variant (supplementary Fig. 1b) replaces the action MLP with
 ``CrossAttentionActionHead``: each candidate token reads all the clip's tokens before it is
@@ -37,7 +45,7 @@ from bmvit.models.backbones.layers import Mlp
 # full-frame AVA key frame resized to a square. Only the starting point of training.
 INIT_BOX_WH: tuple[float, float] = (0.25, 0.5)
 
-BOX_REFERENCES: tuple[str, ...] = ("token_center", "none")
+BOX_REFERENCES: tuple[str, ...] = ("token_center", "token_local", "none")
 
 ACTION_HEADS: tuple[str, ...] = ("mlp", "cross_attention")
 
@@ -156,8 +164,10 @@ class DetectionHeads(nn.Module):
         num_classes: number of action classes C.
         hidden_dim: hidden width of every head.
         box_layers, actor_layers, action_layers: linear layers per head (DESIGN.md: 3, 2, 2).
-        box_reference: ``"token_center"`` (box = sigmoid(MLP + reference logit of the token's cell))
-            or ``"none"`` (box = sigmoid(MLP)).
+        box_reference: ``"token_center"`` (box = sigmoid(MLP + reference logit of the token's cell)),
+            ``"token_local"`` (centre within ``local_range`` cells of the token's cell centre, extent
+            as ``token_center``) or ``"none"`` (box = sigmoid(MLP)).
+        local_range: reach of a ``token_local`` box centre, in grid cells.
         prior_prob: starting probability of the actor class and of every action class.
         action_head: ``"mlp"`` (per token, Fig. 1a) or ``"cross_attention"``
             (``CrossAttentionActionHead`` over all tokens, Fig. 1b; ``forward`` then needs ``context``).
@@ -174,8 +184,11 @@ class DetectionHeads(nn.Module):
         box_reference: str = "token_center",
         prior_prob: float = 0.01,
         action_head: str = "mlp",
+        local_range: float = 1.0,
     ) -> None:
         super().__init__()
+        if local_range <= 0:
+            raise ValueError(f"local_range must be > 0 grid cells, got {local_range}")
         if box_reference not in BOX_REFERENCES:
             raise ValueError(f"box_reference must be one of {BOX_REFERENCES}, got {box_reference!r}")
         if action_head not in ACTION_HEADS:
@@ -183,6 +196,7 @@ class DetectionHeads(nn.Module):
         if not 0.0 < prior_prob < 1.0:
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         self.box_reference = box_reference
+        self.local_range = float(local_range)
         self.box = MLP(in_dim, hidden_dim, 4, box_layers)
         self.actor = MLP(in_dim, hidden_dim, 2, actor_layers)
         if action_head == "mlp":
@@ -200,6 +214,18 @@ class DetectionHeads(nn.Module):
         self.actor.last.bias.copy_(torch.tensor([_logit(prior_prob), 0.0]))
         nn.init.constant_(self.action.last.bias, _logit(prior_prob))
 
+    def _boxes(self, raw: Tensor, grid_thw: tuple[int, int, int]) -> Tensor:
+        """Box-head output ``[B, N, 4]`` -> normalised cxcywh boxes ``[B, N, 4]``, as ``box_reference`` says."""
+        if self.box_reference == "none":
+            return raw.sigmoid()
+        reference = token_reference_logits(grid_thw, raw.device).to(raw.dtype)  # [N, 4]
+        if self.box_reference == "token_center":
+            return (raw + reference).sigmoid()
+        _, h, w = grid_thw
+        reach = raw.new_tensor([self.local_range / w, self.local_range / h])
+        centre = (reference[:, :2].sigmoid() + reach * torch.tanh(raw[..., :2])).clamp(0.0, 1.0)
+        return torch.cat((centre, (raw[..., 2:] + reference[:, 2:]).sigmoid()), dim=-1)
+
     def forward(self, tokens: Tensor, grid_thw: tuple[int, int, int], context: Tensor | None = None
                 ) -> dict[str, Tensor]:
         """Predict per token.
@@ -214,9 +240,7 @@ class DetectionHeads(nn.Module):
             ``pred_boxes [B, N, 4]`` normalised cxcywh in (0, 1), ``pred_actor [B, N, 2]`` logits
             (index 0 = actor), ``pred_actions [B, N, C]`` logits.
         """
-        box_logits = self.box(tokens)
-        if self.box_reference == "token_center":
-            box_logits = box_logits + token_reference_logits(grid_thw, tokens.device).to(box_logits.dtype)
+        boxes = self._boxes(self.box(tokens), grid_thw)
         if isinstance(self.action, CrossAttentionActionHead):
             if context is None:
                 raise ValueError("the cross-attention action head needs context: all tokens [B, M, in_dim]")
@@ -224,7 +248,7 @@ class DetectionHeads(nn.Module):
         else:
             actions = self.action(tokens)
         return {
-            "pred_boxes": box_logits.sigmoid(),
+            "pred_boxes": boxes,
             "pred_actor": self.actor(tokens),
             "pred_actions": actions,
         }
