@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     import sys
     import time
     from pathlib import Path
@@ -50,8 +51,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"  val detections (AVA):  {out / 'detections_val.csv'}")
     for label, path in outputs.items():
         print(f"  {label:<22} {path}")
-    if final.get("mAP") is not None:
-        print(f"mAP: {final['mAP']:.4f}")
+    # model.safetensors holds the best evaluated epoch, so its mAP (metrics.json) is the one to report.
+    summary = json.loads((out / "metrics.json").read_text())
+    if summary.get("mAP") is not None:
+        if final.get("mAP") is not None and summary.get("best_epoch") != final.get("epoch"):
+            print(f"(last epoch {final['epoch']}: mAP {final['mAP']:.4f}; model.safetensors is epoch {summary['best_epoch']})")
+        print(f"mAP: {summary['mAP']:.4f}")
     return 0
 
 
