@@ -16,7 +16,7 @@ from bmvit.data.synthetic import CLASSES, create_video_spec, encode_video
 from bmvit.trainer import ClassInfo, model_metadata
 
 TINY_INPUT = (8, 64, 64)  # bmvit_mvit_tiny at 8x64x64: 4x4x4 tokens, 16 candidates, ~10 ms per clip
-STRIDE = 8  # the demo's 8x8 sampling: a clip spans 64 / 30 = 2.13 s
+STRIDE = 8  # 8 frames at stride 8: a clip spans 64 / 30 = 2.13 s, so clamping at the video ends is exercised
 
 
 def write_model_file(path: Path, resize: str = "square", seed: int = 0, threshold: float = 0.3) -> Path:
