@@ -42,3 +42,12 @@ def test_giou_gradients_finite_for_degenerate():
     loss = (1 - generalized_box_iou(box_cxcywh_to_xyxy(boxes), torch.tensor([[0.1, 0.1, 0.4, 0.4]]))).sum()
     loss.backward()
     assert torch.isfinite(boxes.grad).all()
+
+
+def test_grid_cell_centres_are_row_major():
+    from bmvit.box_ops import grid_cell_centres
+
+    centres = grid_cell_centres(2, 4)
+    assert centres.shape == (8, 2)
+    assert torch.allclose(centres[1], torch.tensor([0.375, 0.25]))  # row 0, column 1
+    assert torch.allclose(centres[4], torch.tensor([0.125, 0.75]))  # row 1, column 0

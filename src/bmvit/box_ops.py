@@ -23,6 +23,15 @@ def box_xyxy_to_cxcywh(boxes_xyxy: Tensor) -> Tensor:
     return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
 
 
+def grid_cell_centres(height: int, width: int, device: torch.device | None = None) -> Tensor:
+    """Centres of the cells of an ``height x width`` partition of the unit frame: ``[H*W, 2]`` as
+    normalised ``(cx, cy)``, row-major (cell ``(r, c)`` at index ``r * W + c``, like flattened tokens)."""
+    cy = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height
+    cx = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width
+    cy, cx = torch.meshgrid(cy, cx, indexing="ij")
+    return torch.stack((cx, cy), dim=-1).reshape(height * width, 2)
+
+
 def box_area(boxes_xyxy: Tensor) -> Tensor:
     """[..., 4] xyxy -> [...] area (negative extents count as zero)."""
     return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]).clamp(min=0) * (boxes_xyxy[..., 3] - boxes_xyxy[..., 1]).clamp(min=0)

@@ -13,7 +13,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from bmvit.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from bmvit.box_ops import box_cxcywh_to_xyxy, generalized_box_iou, grid_cell_centres
 
 MatchIndices = list[tuple[Tensor, Tensor]]
 
@@ -118,12 +118,9 @@ def _center_cost(outputs: dict[str, Tensor], batch: int, tgt_boxes: Tensor) -> T
     num_tokens = outputs["pred_boxes"].shape[1]
     if t * h * w != num_tokens:
         raise ValueError(f"token_grid {(t, h, w)} does not hold the {num_tokens} candidate tokens")
-    rows = torch.arange(h, dtype=tgt_boxes.dtype, device=tgt_boxes.device).repeat_interleave(w)
-    cols = torch.arange(w, dtype=tgt_boxes.dtype, device=tgt_boxes.device).repeat(h)
-    # In cell units: token (r, c) sits at (c + 0.5, r + 0.5); row-major over (t, h, w) like the candidates.
-    ref = torch.stack((cols + 0.5, rows + 0.5), dim=-1).repeat(t * batch, 1)  # [B*N, 2]
-    centres = tgt_boxes[:, :2] * tgt_boxes.new_tensor([w, h])  # [sum M, 2]
-    return torch.cdist(ref, centres, p=1)
+    cells = tgt_boxes.new_tensor([w, h])  # normalised -> cell units
+    ref = grid_cell_centres(h, w, tgt_boxes.device).to(tgt_boxes).repeat(t * batch, 1) * cells  # [B*N, 2]
+    return torch.cdist(ref, tgt_boxes[:, :2] * cells, p=1)
 
 
 def _action_cost(pred_action_logits: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bmvit.box_ops import grid_cell_centres
 from bmvit.models.backbones.layers import Mlp
 
 # Width and height (normalised) of every token's initial box: a rough standing person in a
@@ -87,10 +88,7 @@ def token_reference_logits(grid_thw: tuple[int, int, int], device: torch.device 
     and the extent ``INIT_BOX_WH``; ``t`` does not change the reference.
     """
     t, h, w = grid_thw
-    cy = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
-    cx = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
-    cy, cx = torch.meshgrid(cy, cx, indexing="ij")
-    centres = torch.stack((cx, cy), dim=-1).reshape(1, h * w, 2).expand(t, h * w, 2).reshape(t * h * w, 2)
+    centres = grid_cell_centres(h, w, device).repeat(t, 1)
     wh = torch.tensor(INIT_BOX_WH, device=device).expand(t * h * w, 2)
     boxes = torch.cat((centres, wh), dim=-1)
     return torch.log(boxes) - torch.log1p(-boxes)
