@@ -136,8 +136,9 @@ def plot_compare(
     ax.set_ylabel("AP (%)")
     ax.legend(loc="upper right")
     ax.set_title(
-        f"{names[0]}: {100 * comparison.mAP:.2f} mAP, better in {comparison.wins} classes; "
-        f"{names[1]}: {100 * comparison.other_mAP:.2f} mAP, better in {comparison.losses} (of {n})"
+        f"{names[0]}: {100 * comparison.mAP:.2f} mAP, better in {comparison.wins} classes;\n"
+        f"{names[1]}: {100 * comparison.other_mAP:.2f} mAP, better in {comparison.losses} (of {n})",
+        fontsize=10,  # two lines: one line overflowed the figure with a few classes
     )
     _save(fig, path)
     return comparison
