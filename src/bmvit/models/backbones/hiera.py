@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -35,6 +35,7 @@ from bmvit.models.backbones.layers import (
     DropPath,
     Mlp,
     PatchEmbed3d,
+    as_triple,
     check_clip,
     conv_output_size,
     init_linear_and_norm,
@@ -100,7 +101,7 @@ class HieraConfig:
 
     def __post_init__(self) -> None:
         for name in ("input_size", "q_stride", "mask_unit_size", "patch_kernel", "patch_stride", "patch_padding"):
-            setattr(self, name, _triple(name, getattr(self, name), allow_zero=name == "patch_padding"))
+            setattr(self, name, as_triple(name, getattr(self, name), allow_zero=name == "patch_padding"))
         self.stages = tuple(int(d) for d in self.stages)
         self.q_pool_stages = tuple(sorted(int(s) for s in self.q_pool_stages))
         self.mask_unit_attn = tuple(bool(m) for m in self.mask_unit_attn)
@@ -154,14 +155,6 @@ class HieraConfig:
             specs.append(HieraBlockSpec(dim, dim_out, heads, q_stride, window, thw, thw_out, drop_path))
             dim, thw = dim_out, thw_out
         return tuple(specs)
-
-
-def _triple(name: str, value: Sequence[int], allow_zero: bool = False) -> Triple:
-    values = tuple(int(v) for v in value)
-    if len(values) != 3 or min(values) < (0 if allow_zero else 1):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be three {kind} ints (t, h, w), got {value!r}")
-    return values
 
 
 def _check_divides(what: str, grid: Triple, by_name: str, by: Triple, input_size: Triple) -> None:

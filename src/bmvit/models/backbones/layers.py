@@ -10,6 +10,7 @@ format/padding options we do not use.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -78,6 +79,15 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+def as_triple(name: str, value: Sequence[int], allow_zero: bool = False) -> tuple[int, int, int]:
+    """A config's ``(t, h, w)`` field as a tuple of three ints, each >= 1 (>= 0 with ``allow_zero``)."""
+    values = tuple(int(v) for v in value)
+    if len(values) != 3 or min(values) < (0 if allow_zero else 1):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be three {kind} ints (t, h, w), got {value!r}")
+    return values
 
 
 def conv_output_size(

@@ -35,6 +35,7 @@ from bmvit.models.backbones.layers import (
     DropPath,
     Mlp,
     PatchEmbed3d,
+    as_triple,
     conv_output_size,
     init_linear_and_norm,
     interpolate_rel_pos,
@@ -105,9 +106,9 @@ class MViTConfig:
         # YAML and JSON give lists; the config is compared and hashed as tuples.
         triples = ("input_size", "adaptive_kv_stride", "pool_kernel", "patch_kernel", "patch_stride", "patch_padding")
         for name in triples:
-            setattr(self, name, _triple(name, getattr(self, name)))
+            setattr(self, name, as_triple(name, getattr(self, name), allow_zero=True))
         self.depths = tuple(int(d) for d in self.depths)
-        self.stride_q = tuple(_triple(f"stride_q[{i}]", s) for i, s in enumerate(self.stride_q))
+        self.stride_q = tuple(as_triple(f"stride_q[{i}]", s, allow_zero=True) for i, s in enumerate(self.stride_q))
         self._validate()
         self.patch_grid = conv_output_size(self.input_size, self.patch_kernel, self.patch_stride, self.patch_padding)
         self.blocks = self._derive_blocks()
@@ -152,13 +153,6 @@ class MViTConfig:
                                        drop_path))
                 thw = thw_q
         return tuple(specs)
-
-
-def _triple(name: str, value: Sequence[int]) -> Triple:
-    values = tuple(int(v) for v in value)
-    if len(values) != 3 or min(values) < 0:
-        raise ValueError(f"{name} must be three non-negative ints (t, h, w), got {value!r}")
-    return values
 
 
 def _rel_pos_index(q_size: int, k_size: int) -> Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -34,6 +34,7 @@ from bmvit.models.backbones.layers import (
     DropPath,
     Mlp,
     PatchEmbed3d,
+    as_triple,
     conv_output_size,
     check_clip,
     init_linear_and_norm,
@@ -80,7 +81,7 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         for name in ("input_size", "patch_size", "pos_embed_grid"):
-            setattr(self, name, _triple(name, getattr(self, name)))
+            setattr(self, name, as_triple(name, getattr(self, name)))
         self._validate()
         self.grid = conv_output_size(self.input_size, self.patch_size, self.patch_size, (0, 0, 0))
 
@@ -99,13 +100,6 @@ class ViTConfig:
             raise ValueError(f"pos_embed='videomae' needs an even embed_dim, got {self.embed_dim}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-
-
-def _triple(name: str, value: Sequence[int]) -> Triple:
-    values = tuple(int(v) for v in value)
-    if len(values) != 3 or min(values) < 1:
-        raise ValueError(f"{name} must be three positive ints (t, h, w), got {value!r}")
-    return values
 
 
 def videomae_sinusoid_table(num_positions: int, dim: int) -> Tensor:
