@@ -40,6 +40,30 @@ def build_detector(
     return model
 
 
+def detector_config_to_dict(config: Any) -> dict[str, Any]:
+    """A detector config dataclass as plain data (tuples in ``backbone_overrides`` become lists)."""
+    d = dataclasses.asdict(config)
+    d["backbone_overrides"] = {k: _thaw(v) for k, v in config.backbone_overrides.items()}
+    return d
+
+
+def detector_config_from_dict(config_cls: type, d: dict[str, Any]) -> Any:
+    """Inverse of ``detector_config_to_dict``; unknown keys are an error (a config from another
+    version or model)."""
+    name = config_cls.__name__
+    if not isinstance(d, dict):
+        raise TypeError(f"{name}.from_dict expects a dict, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{name}: unknown keys {unknown}; known keys are {sorted(known)}")
+    return config_cls(**d)
+
+
+def _thaw(value: Any) -> Any:
+    return [_thaw(v) for v in value] if isinstance(value, tuple) else value
+
+
 def _ensure_registered() -> None:
     # Importing the modules runs their @register_model decorators.
     from bmvit.models import bmvit, twostage  # noqa: F401

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from bmvit.models import build_detector, register_model
+from bmvit.models import build_detector, detector_config_from_dict, detector_config_to_dict, register_model
 from bmvit.models.backbones import create_backbone
 from bmvit.models.heads import ACTION_HEADS, BOX_REFERENCES, DetectionHeads
 
@@ -88,28 +88,15 @@ class BMViTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (tuples become lists), ready for ``json.dumps``."""
-        d = dataclasses.asdict(self)
-        overrides = self.backbone_overrides.items()
-        d["backbone_overrides"] = {k: _thaw(v) for k, v in overrides}
-        return d
+        return detector_config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BMViTConfig:
         """Inverse of ``to_dict``; unknown keys are an error (a config from another version or model)."""
-        if not isinstance(d, dict):
-            raise TypeError(f"BMViTConfig.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"BMViTConfig: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
+        return detector_config_from_dict(cls, d)
 
 
 _SCALARS = (bool, int, float, str, type(None))
-
-
-def _thaw(value: Any) -> Any:
-    return [_thaw(v) for v in value] if isinstance(value, tuple) else value
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:

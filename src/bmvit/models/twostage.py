@@ -20,7 +20,6 @@ resolution argument BMViT makes against this design.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bmvit.models import build_detector, register_model
+from bmvit.models import build_detector, detector_config_from_dict, detector_config_to_dict, register_model
 from bmvit.models.backbones import create_backbone
 from bmvit.models.roi_align import roi_align
 
@@ -77,28 +76,16 @@ class TwoStageConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (tuples become lists), ready for ``json.dumps``."""
-        d = dataclasses.asdict(self)
-        d["backbone_overrides"] = {k: _thaw(v) for k, v in self.backbone_overrides.items()}
-        return d
+        return detector_config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TwoStageConfig:
         """Inverse of ``to_dict``; unknown keys are an error (a config from another version or model)."""
-        if not isinstance(d, dict):
-            raise TypeError(f"TwoStageConfig.from_dict expects a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"TwoStageConfig: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
+        return detector_config_from_dict(cls, d)
 
 
 def _freeze(value: Any) -> Any:
     return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _thaw(value: Any) -> Any:
-    return [_thaw(v) for v in value] if isinstance(value, tuple) else value
 
 
 class TwoStageMViT(nn.Module):
