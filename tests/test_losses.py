@@ -61,6 +61,34 @@ def test_hand_computed_losses():
     assert losses["loss"].item() == pytest.approx(sum(expected.values()), rel=1e-5)
 
 
+def test_one_to_many_terms_hand_computed_and_actor_loss_unchanged():
+    # Three tokens, one actor: with two copies the one-to-many matching takes tokens 0 and 1 (token 2
+    # is far away); the one-to-one terms stay what they are without the option.
+    outputs = {
+        "pred_boxes": torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 0.4, 0.1], [0.1, 0.1, 0.1, 0.1]]]),
+        "pred_actor": torch.tensor([[[0.0, 0.0], [0.0, 2.0], [0.0, 2.0]]]),
+        "pred_actions": torch.zeros(1, 3, NUM_CLASSES),
+    }
+    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.4, 0.2]]), "labels": torch.tensor([[1.0, 0, 0, 1, 0]])}]
+    plain = _criterion()(outputs, targets)
+    criterion = _criterion(o2m_weight=0.5, o2m_repeats=2)
+    assert [(p.tolist(), t.tolist()) for p, t in criterion.match(outputs, targets, repeats=2)] == [([0, 1], [0, 0])]
+    losses = criterion(outputs, targets)
+    for name in ("loss_actor", "loss_bbox", "loss_giou", "loss_action"):
+        assert losses[name].item() == pytest.approx(plain[name].item(), rel=1e-6), name
+    # Token 1: L1 .1, xyxy (.3, .45, .7, .55) in (.3, .4, .7, .6): IoU .5, GIoU .5. Token 0 as in the
+    # one-to-one test (L1 .2, GIoU .5). Mean over the 2 copies, times 0.5 x the one-to-one weights.
+    expected = {"loss_bbox_o2m": 0.5 * 5 * (0.2 + 0.1) / 2, "loss_giou_o2m": 0.5 * 2 * (0.5 + 0.5) / 2,
+                "loss_action_o2m": 0.5 * 5 * math.log(2)}
+    for name, value in expected.items():
+        assert losses[name].item() == pytest.approx(value, rel=1e-5), name
+    assert losses["loss"].item() == pytest.approx(plain["loss"].item() + sum(expected.values()), rel=1e-5)
+    with pytest.raises(ValueError, match="o2m"):
+        _criterion(o2m_weight=-1.0)
+    with pytest.raises(ValueError, match="o2m"):
+        _criterion(o2m_weight=1.0, o2m_repeats=0)
+
+
 def test_focal_loss_hand_computed_and_option():
     logits, targets = torch.tensor([0.0, 0.0, 2.0]), torch.tensor([1.0, 0.0, 0.0])
     p = 1 / (1 + math.exp(-2.0))

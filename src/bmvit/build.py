@@ -81,6 +81,8 @@ def create_criterion(
         weight_giou=loss_cfg.weight_giou,
         weight_action=loss_cfg.weight_action,
         action_loss=loss_cfg.action_loss,
+        o2m_weight=loss_cfg.o2m_weight,
+        o2m_repeats=loss_cfg.o2m_repeats,
     )
 
 

@@ -132,6 +132,9 @@ class LossConfig:
     weight_giou: float = _f(2.0, "GIoU loss on matched tokens")
     weight_action: float = _f(1.0, "action loss on matched tokens")
     action_loss: str = _f("bce", "bce | focal")
+    o2m_weight: float = _f(0.0, "one-to-many auxiliary box and action losses (H-DETR hybrid matching), relative "
+                                "weight; 0 = off (docs/training_notes.md, section 8)")
+    o2m_repeats: int = _f(4, "tokens per actor in the one-to-many matching")
 
 
 @dataclass

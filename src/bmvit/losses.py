@@ -21,6 +21,16 @@ Loss (DESIGN.md "Decisions where the paper is silent"; the paper's Eq. 3 is not 
 - ``num_boxes``: ground-truth actors of the batch summed over all processes, divided by the world
   size (DDP averages gradients over processes), at least 1. So the box and action terms are the
   mean per actor over the global batch, whatever the split across processes.
+
+Optional one-to-many auxiliary terms (``o2m_weight > 0``; not in the paper, off by default): H-DETR's
+hybrid matching (Jia et al., CVPR 2023) trains a second, one-to-many branch next to the one-to-one
+one, to give a set-prediction detector more positive samples per image. BMViT has no queries to
+duplicate, so here the branch is a second matching of the *same* tokens in which every actor is
+repeated ``o2m_repeats`` times; the box and action losses of those tokens are added as
+``loss_bbox_o2m``, ``loss_giou_o2m``, ``loss_action_o2m`` (weights ``o2m_weight`` times the
+one-to-one ones, divided by ``num_boxes * o2m_repeats``). The actor loss stays one-to-one, so only
+one token per actor is trained to fire and inference stays NMS-free; the extra tokens only learn to
+predict the box and actions of the actor next to them (docs/training_notes.md, section 8).
 """
 
 from __future__ import annotations
@@ -61,6 +71,9 @@ class SetCriterion(nn.Module):
         eos_coef: weight of the no-actor class in the actor cross-entropy.
         weight_actor, weight_bbox, weight_giou, weight_action: weights of the four terms.
         action_loss: ``"bce"`` or ``"focal"`` (sigmoid focal with ``focal_alpha``, ``focal_gamma``).
+        o2m_weight: weight of the one-to-many auxiliary box and action terms relative to the
+            one-to-one ones (0 = off).
+        o2m_repeats: tokens per actor in the one-to-many matching.
     """
 
     def __init__(
@@ -75,6 +88,8 @@ class SetCriterion(nn.Module):
         action_loss: str = "bce",
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        o2m_weight: float = 0.0,
+        o2m_repeats: int = 4,
     ) -> None:
         super().__init__()
         if action_loss not in ACTION_LOSSES:
@@ -83,6 +98,10 @@ class SetCriterion(nn.Module):
             raise ValueError(f"eos_coef must be in (0, 1], got {eos_coef}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if o2m_weight < 0 or o2m_repeats < 1:
+            raise ValueError(f"o2m_weight must be >= 0 and o2m_repeats >= 1, got {o2m_weight} and {o2m_repeats}")
+        self.o2m_weight = float(o2m_weight)
+        self.o2m_repeats = int(o2m_repeats)
         self.matcher = matcher
         self.num_classes = num_classes
         self.action_loss = action_loss
@@ -93,19 +112,23 @@ class SetCriterion(nn.Module):
         negative = {k: v for k, v in self.weight_dict.items() if v < 0}
         if negative:
             raise ValueError(f"SetCriterion weights must be >= 0, got {negative}")
+        if self.o2m_weight > 0:
+            self.weight_dict.update({f"{name}_o2m": self.o2m_weight * self.weight_dict[name]
+                                     for name in ("loss_bbox", "loss_giou", "loss_action")})
         self.register_buffer("actor_class_weight", torch.tensor([1.0, eos_coef]), persistent=False)
 
     @torch.no_grad()
-    def match(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> MatchIndices:
+    def match(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], repeats: int = 1) -> MatchIndices:
         """Hungarian matching of tokens to actors; indices refer to the rows of ``targets``.
 
         A target row whose ``labels`` has no positive class is a person but not an actor: it is
         left out of matching, so no token is trained to detect it (its tokens stay "no-actor").
+        ``repeats > 1`` gives each actor that many tokens (the one-to-many matching).
         """
         self._check(outputs, targets)
         actor_rows = [_actor_rows(t["labels"]) for t in targets]
         actor_targets = [{k: t[k][rows] for k in ("boxes", "labels")} for t, rows in zip(targets, actor_rows)]
-        indices = self.matcher(outputs, actor_targets)
+        indices = self.matcher(outputs, actor_targets, repeats=repeats)
         return [(pred_idx, rows.cpu()[tgt_idx]) for (pred_idx, tgt_idx), rows in zip(indices, actor_rows)]
 
     def forward(
@@ -122,8 +145,9 @@ class SetCriterion(nn.Module):
                 (e.g. to log the matching); computed here otherwise.
 
         Returns:
-            Weighted ``loss_actor``, ``loss_bbox``, ``loss_giou``, ``loss_action`` (unweighted =
-            weighted / ``self.weight_dict[name]``) and their sum ``loss``, all scalar tensors.
+            Weighted ``loss_actor``, ``loss_bbox``, ``loss_giou``, ``loss_action`` and, when
+            ``o2m_weight > 0``, ``loss_bbox_o2m``, ``loss_giou_o2m``, ``loss_action_o2m`` (unweighted =
+            weighted / ``self.weight_dict[name]``), and their sum ``loss``, all scalar tensors.
         """
         if indices is None:
             indices = self.match(outputs, targets)
@@ -131,19 +155,30 @@ class SetCriterion(nn.Module):
             self._check(outputs, targets)
         device = outputs["pred_boxes"].device
         num_boxes = self._num_boxes(targets, device)
-        batch_idx = torch.cat([torch.full_like(pred, b) for b, (pred, _) in enumerate(indices)]).to(device)
-        token_idx = torch.cat([pred for pred, _ in indices]).to(device)
-        src_boxes = outputs["pred_boxes"][batch_idx, token_idx]  # [K, 4], K matched tokens
-        src_actions = outputs["pred_actions"][batch_idx, token_idx]  # [K, C]
+        batch_idx, token_idx = _token_index(indices, device)
 
         losses = {
             "loss_actor": self._actor_loss(outputs["pred_actor"], batch_idx, token_idx),
-            **self._box_losses(src_boxes, _matched(targets, indices, "boxes"), num_boxes),
-            "loss_action": self._action_loss(src_actions, _matched(targets, indices, "labels"), num_boxes),
+            **self._matched_losses(outputs, targets, indices, num_boxes),
         }
+        if self.o2m_weight > 0:
+            o2m_indices = self.match(outputs, targets, repeats=self.o2m_repeats)
+            o2m = self._matched_losses(outputs, targets, o2m_indices, num_boxes * self.o2m_repeats)
+            losses.update({f"{name}_o2m": value for name, value in o2m.items()})
         losses = {name: self.weight_dict[name] * value for name, value in losses.items()}
         losses["loss"] = sum(losses.values())
         return losses
+
+    def _matched_losses(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: MatchIndices,
+                        num_boxes: float) -> dict[str, Tensor]:
+        """Unweighted L1, GIoU and action terms of the matched tokens."""
+        batch_idx, token_idx = _token_index(indices, outputs["pred_boxes"].device)
+        src_boxes = outputs["pred_boxes"][batch_idx, token_idx]  # [K, 4], K matched tokens
+        src_actions = outputs["pred_actions"][batch_idx, token_idx]  # [K, C]
+        return {
+            **self._box_losses(src_boxes, _matched(targets, indices, "boxes"), num_boxes),
+            "loss_action": self._action_loss(src_actions, _matched(targets, indices, "labels"), num_boxes),
+        }
 
     def _actor_loss(self, pred_actor: Tensor, batch_idx: Tensor, token_idx: Tensor) -> Tensor:
         target_classes = torch.ones(pred_actor.shape[:2], dtype=torch.int64, device=pred_actor.device)
@@ -196,6 +231,12 @@ def _actor_rows(labels: Tensor) -> Tensor:
     if labels.ndim != 2:
         raise ValueError(f"target labels must be [M, C] multi-hot, got {tuple(labels.shape)}")
     return torch.nonzero(labels.sum(-1) > 0).flatten()
+
+
+def _token_index(indices: MatchIndices, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Batch and token indices ``([K], [K])`` of the matched tokens, concatenated over the batch."""
+    batch_idx = torch.cat([torch.full_like(pred, b) for b, (pred, _) in enumerate(indices)]).to(device)
+    return batch_idx, torch.cat([pred for pred, _ in indices]).to(device)
 
 
 def _matched(targets: list[dict[str, Tensor]], indices: MatchIndices, key: str) -> Tensor:

@@ -62,7 +62,7 @@ class HungarianMatcher(nn.Module):
         self.cost_center = float(cost_center)
 
     @torch.no_grad()
-    def forward(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> MatchIndices:
+    def forward(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], repeats: int = 1) -> MatchIndices:
         """Match every sample of the batch.
 
         Args:
@@ -70,17 +70,24 @@ class HungarianMatcher(nn.Module):
                 (index 0 = actor), and (when ``cost_action > 0``) ``pred_actions [B, N, C]`` logits.
             targets: ``B`` dicts with ``boxes [M_b, 4]`` normalised cxcywh and ``labels [M_b, C]``
                 multi-hot float (``labels`` is only read when ``cost_action > 0``). ``M_b`` may be 0.
+            repeats: how many tokens each actor gets. 1 is the one-to-one matching of BMViT; ``k > 1``
+                is the one-to-many matching of H-DETR's hybrid scheme (Jia et al., CVPR 2023): every
+                actor is repeated ``k`` times and the same Hungarian solver assigns distinct tokens to
+                the copies, i.e. each actor gets its ``k`` cheapest tokens that no other actor wants more.
 
         Returns:
-            ``B`` pairs ``(pred_idx, tgt_idx)`` of int64 CPU tensors of length ``min(N, M_b)``:
+            ``B`` pairs ``(pred_idx, tgt_idx)`` of int64 CPU tensors of length ``min(N, repeats * M_b)``:
             token ``pred_idx[k]`` is matched to actor ``tgt_idx[k]``; ``pred_idx`` is increasing.
         """
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         cost = self.cost_matrix(outputs, targets)  # [B, N, sum M_b]
         sizes = [len(t["boxes"]) for t in targets]
         indices = []
         for b, cost_b in enumerate(cost.split(sizes, dim=-1)):
-            pred_idx, tgt_idx = linear_sum_assignment(cost_b[b].numpy())
-            indices.append((torch.as_tensor(pred_idx, dtype=torch.int64), torch.as_tensor(tgt_idx, dtype=torch.int64)))
+            pred_idx, tgt_idx = linear_sum_assignment(cost_b[b].repeat(1, repeats).numpy())
+            indices.append((torch.as_tensor(pred_idx, dtype=torch.int64),
+                            torch.as_tensor(tgt_idx, dtype=torch.int64) % max(sizes[b], 1)))
         return indices
 
     def cost_matrix(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> Tensor:

@@ -1,4 +1,7 @@
-"""Two CPU processes (torchrun, gloo) with batch 1 each train exactly like one process with batch 2."""
+"""Two CPU processes (torchrun, gloo) with batch 1 each train exactly like one process with batch 2.
+
+Both runs add the one-to-many auxiliary losses (``loss.o2m_weight``), which share the one-to-one
+terms' global normalisation, so their DDP path is checked as well."""
 
 import json
 import os
@@ -12,7 +15,9 @@ import torch
 from bmvit.checkpoint import load_tensors
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
-LOSS_KEYS = ("loss", "loss_actor", "loss_bbox", "loss_giou", "loss_action")
+LOSS_KEYS = ("loss", "loss_actor", "loss_bbox", "loss_giou", "loss_action", "loss_bbox_o2m", "loss_giou_o2m",
+             "loss_action_o2m")
+O2M = {"loss.o2m_weight": 0.5, "loss.o2m_repeats": 3}
 
 
 def _run(args: list[str], tmp_path: Path) -> None:
@@ -28,9 +33,9 @@ def _history(run: Path) -> list[dict]:
 def test_two_processes_equal_one(tiny_dataset, tmp_path, tiny_overrides):
     common = ["--config", str(CONFIG)]
     single = tmp_path / "single"
-    _run([sys.executable, "-m", "bmvit", "train", *common, *tiny_overrides(tiny_dataset, single)], tmp_path)
+    _run([sys.executable, "-m", "bmvit", "train", *common, *tiny_overrides(tiny_dataset, single, **O2M)], tmp_path)
     pair = tmp_path / "pair"
-    overrides = tiny_overrides(tiny_dataset, pair, **{"train.batch_size": 1, "eval.batch_size": 2})
+    overrides = tiny_overrides(tiny_dataset, pair, **{"train.batch_size": 1, "eval.batch_size": 2, **O2M})
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
     _run([*torchrun, "-m", "bmvit", "train", *common, *overrides], tmp_path)
 
