@@ -8,7 +8,8 @@ steps it prints the mean of each (unweighted) loss and two numbers about the Hun
 - ``own_cell``: share of matched actors whose token is the one whose grid cell holds the box centre;
 - ``actor_rank``: for a matched token, how many tokens of its clip have a higher p(actor) (0 is best).
 
-At the end it evaluates frame-mAP on the val split like ``bmvit train``.
+At the end it saves the weights to ``OUT/model.safetensors`` and evaluates frame-mAP on the val split
+like ``bmvit train``.
 
     python scripts/diagnose_matching.py --config configs/synthetic_tiny.yaml --minutes 4 --out /tmp/diag \
         [key=value ...]
@@ -23,8 +24,9 @@ from pathlib import Path
 import torch
 
 from bmvit.build import create_criterion, create_dataset, create_model_from_config, create_optimizer, create_scheduler
+from bmvit.checkpoint import save_model
 from bmvit.config import load_config
-from bmvit.trainer import evaluate_model, read_class_info
+from bmvit.trainer import evaluate_model, model_metadata, read_class_info
 
 
 def preload(config, classes, input_size, passes: int = 2) -> list:
@@ -107,6 +109,7 @@ def main() -> None:
     print(f"{step} steps, {step * batch / (time.time() - start):.1f} clips/s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    save_model(out / "model.safetensors", model, {**model_metadata(model, config, classes), "steps": step})
     result = evaluate_model(model.eval(), classes, config.data, config.eval, out, torch.device("cpu"))
     print(f"mAP: {result.get('mAP')}")
 
