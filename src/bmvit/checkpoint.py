@@ -24,13 +24,25 @@ METADATA_KEY = "bmvit"
 FORMAT_VERSION = 1
 
 
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half of one."""
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half of one.
+
+    The file gets the mode of a plainly written one (``mkstemp`` alone would leave it 0600, unreadable
+    to the rest of a shared group's cluster).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _new_file_mode())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
