@@ -138,11 +138,11 @@ def predict_rows(
     keep_class_ids: set[int] | None,
     ctx: StepContext,
     max_rows_per_keyframe: int = 50,
-    box_mapper: Any = None,
 ) -> list[tuple[str, int, float, float, float, float, int, float]]:
     """Run the detector over ``loader``; AVA rows ``(video_id, second, x1, y1, x2, y2, action_id, score)``.
 
-    Boxes are normalised to the original frame. Per key frame, only the ``max_rows_per_keyframe``
+    Boxes are normalised to the original frame: a target's ``letterbox`` record (``data.resize:
+    letterbox``) is undone, whatever the dataset. Per key frame, only the ``max_rows_per_keyframe``
     highest-scoring rows of the evaluated classes (``keep_class_ids``) are kept, which is what the
     official evaluator would use anyway. Rows from every process are gathered; every rank gets all.
     """
@@ -157,15 +157,15 @@ def predict_rows(
             outputs = run_model(model, clips, targets)
         results = postprocess({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()})
         for result, target in zip(results, targets):
-            rows.extend(_rows_for_keyframe(result, target, class_ids_arr, keep, max_rows_per_keyframe, box_mapper))
+            rows.extend(_rows_for_keyframe(result, target, class_ids_arr, keep, max_rows_per_keyframe))
     bar.close()
     return [row for part in dist_utils.all_gather_object(rows) for row in part]
 
 
-def _rows_for_keyframe(result, target, class_ids_arr, keep, max_rows, box_mapper) -> list[tuple]:
+def _rows_for_keyframe(result, target, class_ids_arr, keep, max_rows) -> list[tuple]:
     boxes = result["boxes_xyxy"].float().cpu()
-    if box_mapper is not None:
-        boxes = box_mapper(boxes, target)
+    if target.get("letterbox") is not None:
+        boxes = target["letterbox"].boxes_to_original(boxes)
     boxes = boxes.clamp(0, 1).numpy()
     scores = result["action_scores"].float().cpu().numpy()[:, keep]
     ids = class_ids_arr[keep]

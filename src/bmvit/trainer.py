@@ -218,7 +218,6 @@ def evaluate_model(
         set(classes.label_map),
         ctx,
         max_rows_per_keyframe=eval_cfg.max_rows_per_keyframe,
-        box_mapper=getattr(dataset, "map_boxes_to_original", None),
     )
     result: dict[str, Any] = {}
     if dist_utils.is_main_process():

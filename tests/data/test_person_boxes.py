@@ -164,7 +164,7 @@ def test_evaluation_items_are_the_detector_boxes_with_scores_and_map_back_from_a
     _, target = boxed[0]
     # 80x60 into 40x40: scaled to 40x30, padded 5 px top and bottom -> y' = (5 + 30 y) / 40.
     assert target["proposals_xyxy"][0, 1] == pytest.approx((5 + 30 * 0.2) / 40)
-    back = boxed.map_boxes_to_original(target["proposals_xyxy"], target)
+    back = target["letterbox"].boxes_to_original(target["proposals_xyxy"])
     torch.testing.assert_close(back, torch.from_numpy(DETECTED[("vidA", 902)].boxes_xyxy), atol=1e-6, rtol=0)
     assert len(boxed) == 1 and boxed.keyframe_keys() == [("vidA", 902)]
     with pytest.raises(ValueError, match="evaluation needs"):

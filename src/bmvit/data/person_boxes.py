@@ -341,11 +341,6 @@ class PersonBoxDataset(Dataset):
             target["proposal_scores"] = torch.as_tensor(scores)[target["person_ids"]]
         return clip, target
 
-    def map_boxes_to_original(self, boxes_xyxy: Tensor, target: dict) -> Tensor:
-        """Normalised boxes of the model input -> of the original frame (undoes a letterbox)."""
-        box = target.get("letterbox")
-        return boxes_xyxy if box is None else box.boxes_to_original(boxes_xyxy)
-
 
 def jitter_boxes_xyxy(boxes_xyxy: Tensor, jitter: float, generator: torch.Generator | None = None) -> Tensor:
     """Move each coordinate of normalised ``[K, 4]`` boxes by ``U(-jitter, jitter)`` of the box's width
