@@ -184,23 +184,23 @@ def test_center_cost_is_the_cell_distance_and_breaks_ties_by_location():
 
 
 def test_one_to_many_gives_each_actor_its_cheapest_distinct_tokens():
-    # Two actors, 6 tokens; the cost decides alone (cost_actor only, p(actor) per token per actor is
-    # not possible, so use the box cost with hand-placed boxes): tokens 0-2 sit on actor 0, 3-5 on actor 1.
-    boxes = torch.tensor([[[0.30, 0.5, 0.1, 0.2], [0.31, 0.5, 0.1, 0.2], [0.29, 0.5, 0.1, 0.2],
+    # Two actors, 6 tokens, only the L1 box cost: tokens 0-2 lie 0, .01 and .03 from actor 0, tokens 3
+    # and 4 lie 0 and .01 from actor 1, token 5 is halfway.
+    boxes = torch.tensor([[[0.30, 0.5, 0.1, 0.2], [0.31, 0.5, 0.1, 0.2], [0.27, 0.5, 0.1, 0.2],
                            [0.70, 0.5, 0.1, 0.2], [0.71, 0.5, 0.1, 0.2], [0.50, 0.5, 0.1, 0.2]]])
     outputs = {"pred_boxes": boxes, "pred_actor": torch.zeros(1, 6, 2)}
     targets = [{"boxes": torch.tensor([[0.3, 0.5, 0.1, 0.2], [0.7, 0.5, 0.1, 0.2]])}]
     matcher = HungarianMatcher(cost_actor=0.0, cost_bbox=1.0, cost_giou=0.0)
     (pred_idx, tgt_idx), = matcher(outputs, targets, repeats=2)
     assert dict(zip(pred_idx.tolist(), tgt_idx.tolist())) == {0: 0, 1: 0, 3: 1, 4: 1}
-    # Three copies each would need 6 tokens: token 5 (closer to neither) goes to one of them; every
-    # token is used once and every actor gets three.
+    # Three copies each take all 6 tokens: token 2 goes to actor 0, token 5 to actor 1.
     (pred_idx, tgt_idx), = matcher(outputs, targets, repeats=3)
-    assert pred_idx.tolist() == list(range(6)) and sorted(tgt_idx.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert pred_idx.tolist() == list(range(6)) and tgt_idx.tolist() == [0, 0, 0, 1, 1, 1]
     # More copies than tokens: N assignments, no error.
     (pred_idx, _), = matcher(outputs, targets, repeats=5)
     assert len(pred_idx) == 6
     # repeats=1 is the one-to-one matching.
-    assert [t.tolist() for t in matcher(outputs, targets, repeats=1)[0]] == [t.tolist() for t in matcher(outputs, targets)[0]]
+    one_to_one = matcher(outputs, targets)[0]
+    assert [t.tolist() for t in matcher(outputs, targets, repeats=1)[0]] == [t.tolist() for t in one_to_one]
     with pytest.raises(ValueError, match="repeats"):
         matcher(outputs, targets, repeats=0)
