@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from bmvit.box_ops import grid_cell_index
 from bmvit.build import create_criterion, create_dataset, create_model_from_config, create_optimizer, create_scheduler
 from bmvit.checkpoint import save_model
 from bmvit.config import load_config
@@ -44,11 +45,8 @@ def matching_stats(outputs: dict, targets: list, indices: list) -> tuple[float, 
     p_actor = outputs["pred_actor"].softmax(-1)[..., 0]
     own, ranks = [], []
     for b, (pred_idx, tgt_idx) in enumerate(indices):
-        centres = targets[b]["boxes"][tgt_idx, :2]
-        rows = (centres[:, 1] * grid_h).long().clamp(0, grid_h - 1)
-        cols = (centres[:, 0] * grid_w).long().clamp(0, grid_w - 1)
-        # The central time slice: candidate index = row * W + col.
-        own += ((rows * grid_w + cols) == pred_idx).tolist()
+        # The candidates are one time slice, so a candidate's index is its cell's row-major index.
+        own += (grid_cell_index(targets[b]["boxes"][tgt_idx, :2], grid_h, grid_w) == pred_idx).tolist()
         ranks += [int((p_actor[b] > p_actor[b, p]).sum()) for p in pred_idx]
     return sum(own) / max(len(own), 1), sum(ranks) / max(len(ranks), 1)
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bmvit.box_ops import box_cxcywh_to_xyxy, box_iou
+from bmvit.box_ops import box_cxcywh_to_xyxy, box_iou, grid_cell_index
 from bmvit.build import create_dataset, resolve_data_paths
 from bmvit.checkpoint import load_model
 from bmvit.config import load_config
@@ -78,15 +78,12 @@ def keyframe_rows(outputs: dict[str, Tensor], target: dict, class_ids: list[int]
     for token in greedy_nms(boxes, p_actor):
         add("model_nms", boxes[token], p_actor[token] * p_action[token])
     for m in torch.nonzero(target["labels"].sum(-1) > 0).flatten().tolist():
-        cx, cy = target["boxes"][m, :2].tolist()
-        row, col = min(int(cy * height), height - 1), min(int(cx * width), width - 1)
-        own = row * width + col
+        own = int(grid_cell_index(target["boxes"][m, :2], height, width))
         gt = box_cxcywh_to_xyxy(target["boxes"][m:m + 1].float())  # [1, 4]
-        around = neighbourhood(row, col, height, width)
+        around = neighbourhood(own // width, own % width, height, width)  # holds ``own``
         ious = box_iou(boxes[around], gt)[:, 0]  # [len(around)]
         best = around[int(ious.argmax())]
-        own_iou = float(box_iou(boxes[own:own + 1], gt)[0, 0])
-        stats["own_iou_at_least_0.5"].append(float(own_iou >= 0.5))
+        stats["own_iou_at_least_0.5"].append(float(ious[around.index(own)] >= 0.5))
         stats["own_rank"].append(float((p_actor > p_actor[own]).sum()))
         stats["neighbourhood_rank"].append(float((p_actor > p_actor[around].max()).sum()))
         add("oracle_actor", boxes[own], p_action[own])

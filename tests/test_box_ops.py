@@ -51,3 +51,12 @@ def test_grid_cell_centres_are_row_major():
     assert centres.shape == (8, 2)
     assert torch.allclose(centres[1], torch.tensor([0.375, 0.25]))  # row 0, column 1
     assert torch.allclose(centres[4], torch.tensor([0.125, 0.75]))  # row 1, column 0
+
+
+def test_grid_cell_index_inverts_grid_cell_centres_and_clamps_edges():
+    from bmvit.box_ops import grid_cell_centres, grid_cell_index
+
+    assert grid_cell_index(grid_cell_centres(2, 4), 2, 4).tolist() == list(range(8))
+    # (0.74, 0.5): column 2 of 4, row 1 of 2 -> 6; the corner (1, 1) is the last cell, (0, 0) the first.
+    points = torch.tensor([[0.74, 0.5], [1.0, 1.0], [0.0, 0.0]])
+    assert grid_cell_index(points, 2, 4).tolist() == [6, 7, 0]

@@ -32,6 +32,15 @@ def grid_cell_centres(height: int, width: int, device: torch.device | None = Non
     return torch.stack((cx, cy), dim=-1).reshape(height * width, 2)
 
 
+def grid_cell_index(points_xy: Tensor, height: int, width: int) -> Tensor:
+    """Row-major index (``r * W + c``, as ``grid_cell_centres``) of the cell of an ``height x width``
+    partition of the unit frame that holds each normalised ``(x, y)`` point: ``[..., 2]`` -> ``[...]`` int64.
+    Points on the frame's right or bottom edge fall in the last column or row."""
+    cols = (points_xy[..., 0] * width).long().clamp(0, width - 1)
+    rows = (points_xy[..., 1] * height).long().clamp(0, height - 1)
+    return rows * width + cols
+
+
 def box_area(boxes_xyxy: Tensor) -> Tensor:
     """[..., 4] xyxy -> [...] area (negative extents count as zero)."""
     return (boxes_xyxy[..., 2] - boxes_xyxy[..., 0]).clamp(min=0) * (boxes_xyxy[..., 3] - boxes_xyxy[..., 1]).clamp(min=0)
