@@ -37,7 +37,8 @@ class ModelConfig:
     drop_path_rate: float = _f(-1.0, "stochastic depth of the backbone; -1 = the preset's own")
     activation_checkpointing: bool = _f(False, "recompute backbone blocks in backward to save memory")
     token_selection: str = _f("central", "key-frame tokens decoded: central | temporal_mean | all")
-    backbone_weights: str = _f("", "pretrained backbone weights file (torchvision, slowfast, videomae, hiera, bmvit)")
+    backbone_weights: str = _f("", "pretrained backbone weights file (torchvision, slowfast, videomae, hiera, bmvit) "
+                                   "or the name of weights shipped in bmvit/assets; '' = random weights")
     weights_format: str = _f("", "format of backbone_weights; '' = detect from the keys")
     backbone_overrides: dict = _f({}, "extra fields of the backbone config, e.g. {depths: [1, 1, 2, 1]}")
     box_reference: str = _f("", "box parametrisation: token_center | token_local | none; '' = the preset's own")

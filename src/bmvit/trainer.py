@@ -323,6 +323,8 @@ def fit(config: Config, resume: bool = False) -> dict[str, Any]:
             f"model.num_classes={model.config.num_classes} but the training data has "
             f"{len(classes.class_ids)} classes {classes.class_ids}"
         )
+    if main and getattr(model, "backbone_weights_report", None) is not None:
+        print(model.backbone_weights_report, flush=True)
     kind = model_kind(model)
     criterion = create_criterion(config.matcher, config.loss, len(classes.class_ids), kind).to(device)
     train_set = SeededItems(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,22 @@ def test_known_weights_records_are_loadable_formats_with_licenses():
             backbone = bmvit.create_backbone(spec.backbone)
         assert spec.source_format in type(backbone).weights_formats and spec.license
         assert spec.backbone in bmvit.list_backbones() and spec.input_size == (16, 224, 224)
+
+
+def test_shipped_weights_resolve_by_record_name_or_file_name(tmp_path, monkeypatch):
+    from bmvit.models import weights
+
+    spec = next(iter(KNOWN_WEIGHTS.values()))
+    monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"'{spec.name}' does not exist.*not the name of weights"):
+        weights.resolve_weights_path(spec.name)
+    (tmp_path / spec.file_name).write_bytes(b"")
+    assert weights.resolve_weights_path(spec.name) == tmp_path / spec.file_name
+    assert weights.resolve_weights_path(spec.file_name) == tmp_path / spec.file_name
+    with pytest.raises(FileNotFoundError, match=rf"shipped: {re.escape(spec.name)}\)"):
+        weights.resolve_weights_path("no_such_weights")
+    # A path that exists wins over a shipped file of the same name.
+    local = tmp_path / "here" / spec.file_name
+    local.parent.mkdir()
+    local.write_bytes(b"")
+    assert weights.resolve_weights_path(local) == local

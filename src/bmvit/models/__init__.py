@@ -26,7 +26,8 @@ def build_detector(
     backbone_weights: str | None, weights_format: str | None, overrides: dict[str, Any],
 ) -> nn.Module:
     """A preset's detector: ``config_cls(backbone=..., num_classes=..., **overrides)``, then the
-    pretrained backbone weights if given. An override that is not a config field is an error."""
+    pretrained backbone weights if given (what they loaded is kept as ``model.backbone_weights_report``,
+    a ``LoadReport``). An override that is not a config field is an error."""
     known = {f.name for f in dataclasses.fields(config_cls)} - {"backbone", "num_classes"}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -36,7 +37,8 @@ def build_detector(
     if backbone_weights is not None:
         from bmvit.models.weights import load_backbone_weights
 
-        load_backbone_weights(model.backbone, backbone_weights, weights_format=weights_format)
+        model.backbone_weights_report = load_backbone_weights(model.backbone, backbone_weights,
+                                                              weights_format=weights_format)
     return model
 
 

@@ -165,6 +165,32 @@ KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
 }
 
 
+# Weights that ship inside the package; a config may name them instead of giving a path.
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+
+
+def resolve_weights_path(path: str | Path) -> Path:
+    """The file that ``backbone_weights=path`` means.
+
+    An existing path is taken as it is. Otherwise a ``KNOWN_WEIGHTS`` record's name or file name
+    whose file ships with the package (``bmvit/assets``) resolves to that file, so a config can say
+    ``backbone_weights: mvit_tiny_8x128.synthetic_seed1`` from any working directory.
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped record; the message lists the shipped ones.
+    """
+    if Path(path).exists():
+        return Path(path)
+    shipped = {spec.name: ASSETS_DIR / spec.file_name for spec in KNOWN_WEIGHTS.values()
+               if (ASSETS_DIR / spec.file_name).is_file()}
+    for name, file in shipped.items():
+        if str(path) in (name, file.name):
+            return file
+    names = ", ".join(sorted(shipped)) or "none"
+    raise FileNotFoundError(f"weights file {str(path)!r} does not exist, and it is not the name of weights that ship "
+                            f"with bmvit (shipped: {names})")
+
+
 @dataclass
 class LoadReport:
     """What ``load_backbone_weights`` did. Keys are the model's names unless said otherwise."""
@@ -242,7 +268,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path, weights_format: st
     Args:
         model: a backbone whose class declares ``weights_formats``.
         path: ``.safetensors`` or ``.pth``/``.pyth`` file (PySlowFast ``model_state`` containers
-            and DDP ``module.`` prefixes are unwrapped). A full bmvit detector state dict works
+            and DDP ``module.`` prefixes are unwrapped), or the name of shipped weights
+            (``resolve_weights_path``). A full bmvit detector state dict works
             too: its ``backbone.*`` part is taken and the rest reported as dropped.
         weights_format: one of ``model.weights_formats``; detected from the keys when ``None``.
 
@@ -254,7 +281,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path, weights_format: st
     formats: dict[str, WeightsFormat] | None = getattr(model, "weights_formats", None)
     if not formats:
         raise ValueError(f"{type(model).__name__} declares no weights_formats, so it cannot load pretrained weights")
-    spec = next((s for s in KNOWN_WEIGHTS.values() if s.file_name == Path(path).name), None)
+    path = resolve_weights_path(path)
+    spec = next((s for s in KNOWN_WEIGHTS.values() if s.file_name == path.name), None)
     state_dict = read_state_dict(path)
     if spec is not None and spec.sha256:
         _check_sha256(Path(path), spec.sha256)
