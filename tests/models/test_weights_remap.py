@@ -232,7 +232,7 @@ def test_known_weights_records_are_loadable_formats_with_licenses():
         with torch.device("meta"):
             backbone = bmvit.create_backbone(spec.backbone)
         assert spec.source_format in type(backbone).weights_formats and spec.license
-        assert spec.backbone in bmvit.list_backbones() and spec.input_size == (16, 224, 224)
+        assert spec.backbone in bmvit.list_backbones() and len(spec.input_size) == 3
 
 
 def test_shipped_weights_resolve_by_record_name_or_file_name(tmp_path, monkeypatch):
@@ -252,3 +252,22 @@ def test_shipped_weights_resolve_by_record_name_or_file_name(tmp_path, monkeypat
     local.parent.mkdir()
     local.write_bytes(b"")
     assert weights.resolve_weights_path(local) == local
+
+
+def test_the_demo_config_starts_from_the_shipped_pretrained_backbone():
+    from bmvit.build import create_model_from_config
+    from bmvit.config import load_config
+    from bmvit.models.weights import ASSETS_DIR
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml")
+    spec = KNOWN_WEIGHTS[config.model.backbone_weights]
+    assert spec.input_size == tuple(config.model.input_size)
+    model = create_model_from_config(config.model, num_classes=spec.num_classes)  # sha256 checked on load
+    report = str(model.backbone_weights_report)
+    assert f"known weights: {spec.name} (Apache-2.0" in report and "dropped: heads." in report
+    shipped = load_file(str(ASSETS_DIR / spec.file_name))
+    backbone = model.backbone.state_dict()
+    assert {f"backbone.{k}" for k in backbone} == {k for k in shipped if k.startswith("backbone.")}
+    assert all(torch.equal(v, shipped[f"backbone.{k}"]) for k, v in backbone.items())
+    # The heads are the demo's own, initialised afresh: the shipped ones are not loaded.
+    assert not torch.equal(model.heads.actor.layers[-1].weight, shipped["heads.actor.layers.1.weight"])
