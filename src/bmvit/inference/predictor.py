@@ -33,7 +33,8 @@ from bmvit.inference.results import Detections
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "bmvit_mvit_tiny_synthetic.safetensors"
-"""The tiny checkpoint trained on the synthetic dataset by ``bmvit demo`` (when the package ships it)."""
+"""The tiny checkpoint of ``bmvit demo`` on the synthetic dataset (val frame-mAP 0.110; BENCHMARKS.md),
+used when no weights are given (when the package ships it)."""
 
 
 
