@@ -30,9 +30,10 @@ from torch import Tensor, nn
 
 from bmvit.data.video import ClipSource, FrameFolderSource, VideoFileSource, clip_indices, resample_indices
 from bmvit.inference.results import Detections
+from bmvit.models.weights import ASSETS_DIR
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
-SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "bmvit_mvit_tiny_synthetic.safetensors"
+SHIPPED_WEIGHTS = ASSETS_DIR / "bmvit_mvit_tiny_synthetic.safetensors"
 """The tiny checkpoint of ``bmvit demo`` on the synthetic dataset (val frame-mAP 0.110; BENCHMARKS.md),
 used when no weights are given (when the package ships it)."""
 

@@ -299,7 +299,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path, weights_format: st
     spec = next((s for s in KNOWN_WEIGHTS.values() if s.file_name == path.name), None)
     state_dict = read_state_dict(path)
     if spec is not None and spec.sha256:
-        _check_sha256(Path(path), spec.sha256)
+        _check_sha256(path, spec.sha256)
     state_dict, outside = _take_backbone_part(state_dict, formats)
     fmt = _choose_format(state_dict, formats, weights_format, str(path))
     source_storages = {t.untyped_storage().data_ptr() for t in state_dict.values()}
