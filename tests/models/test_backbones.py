@@ -106,14 +106,16 @@ def test_unknown_override_is_rejected(name):
 def test_every_weights_record_names_a_format_its_backbone_reads_and_a_license():
     from bmvit.models.weights import KNOWN_WEIGHTS
 
-    assert {"vit_b_16x4.videomae_k400_ft_k400", "vit_b_16x4.videomae_k400", "hiera_l_16x224.mae_k400_ft_k400",
-            "hiera_l_16x224.mae_k400"} <= set(KNOWN_WEIGHTS)
+    assert {"mvitv2_s_16x4.k400", "mvitv2_s_16x4.k400_tv", "vit_b_16x4.videomae_k400_ft_k400", "vit_b_16x4.videomae_k400",
+            "hiera_l_16x224.mae_k400_ft_k400", "hiera_l_16x224.mae_k400", "mvit_tiny_8x128.synthetic_seed1"
+            } <= set(KNOWN_WEIGHTS)
     for spec in KNOWN_WEIGHTS.values():
+        assert spec.backbone in bmvit.list_backbones(), spec.name
         with torch.device("meta"):
             backbone = bmvit.create_backbone(spec.backbone)
         assert spec.source_format in type(backbone).weights_formats, spec.name
-        # Kinetics weights come at the backbone's default size; ours at the demo's clip size.
-        expected_size = (8, 128, 128) if spec.name.endswith("synthetic_seed1") else backbone.input_size
+        # Kinetics weights come at the backbone's default size; ours (bmvit format) at the demo's clip size.
+        expected_size = (8, 128, 128) if spec.source_format == "bmvit" else backbone.input_size
         assert spec.license and spec.input_size == expected_size, spec.name
         if spec.source_format in ("videomae", "hiera"):
             assert spec.license.startswith("CC BY-NC 4.0"), spec.name  # non-commercial weights

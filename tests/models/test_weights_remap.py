@@ -226,15 +226,6 @@ def test_known_file_name_with_the_wrong_hash_is_refused(tmp_path):
         load_backbone_weights(model, tmp_path / "mvit_v2_s-ae3be167.pth")
 
 
-def test_known_weights_records_are_loadable_formats_with_licenses():
-    assert {"mvitv2_s_16x4.k400", "mvitv2_s_16x4.k400_tv"} <= set(KNOWN_WEIGHTS)
-    for spec in KNOWN_WEIGHTS.values():
-        with torch.device("meta"):
-            backbone = bmvit.create_backbone(spec.backbone)
-        assert spec.source_format in type(backbone).weights_formats and spec.license
-        assert spec.backbone in bmvit.list_backbones() and len(spec.input_size) == 3
-
-
 def test_shipped_weights_resolve_by_record_name_or_file_name(tmp_path, monkeypatch):
     from bmvit.models import weights
 
