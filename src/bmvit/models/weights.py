@@ -161,8 +161,9 @@ KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
             url="https://dl.fbaipublicfiles.com/hiera/hiera_base_16x224.pth",
             backbone="hiera_b",
         ),
-        # Ours, shipped in bmvit/assets: the whole tiny detector after configs/synthetic_pretrain.yaml
-        # (288 synthetic videos of seed 1, never the demo's seed-0 videos); the demo loads its backbone.
+        # Ours, shipped in bmvit/assets: the whole tiny detector after configs/synthetic_pretrain.yaml's two
+        # stages (288 synthetic videos of seed 1, never the demo's seed-0 videos; 207 min on 2 CPU cores,
+        # docs/training_notes.md section 12); the demo loads its backbone.
         WeightsSpec(
             name="mvit_tiny_8x128.synthetic_seed1",
             file_name="bmvit_mvit_tiny_synthetic_pretrain.safetensors",
@@ -172,7 +173,7 @@ KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
             std=(0.225, 0.225, 0.225),
             num_classes=9,
             license="Apache-2.0 (bmvit); trained on `bmvit synth --seed 1 --videos 288` videos",
-            sha256="8122fd3e37e07263e926a313f72f946abab02207008e22e3e0c2a15ffc780a14",
+            sha256="ecd4e18594e6ed84b52f7ca44486014abc513a753bb4caf9513465d8853c3f6e",
             backbone="mvit_tiny",
         ),
     )
