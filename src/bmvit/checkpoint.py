@@ -161,6 +161,32 @@ def load_training_state(
     return meta
 
 
+def init_from_detector(model: torch.nn.Module, path: str | Path, class_ids: list[int]) -> str:
+    """Start ``model`` from every tensor of a trained detector file (backbone, projection and heads).
+
+    Unlike pretrained *backbone* weights, the heads are kept, so the file must hold the same
+    architecture and the same action classes (``class_ids``, in order) as the run; optimiser and
+    schedule start afresh (to continue a run, use ``--resume``). Returns a one-line report.
+
+    Raises:
+        ValueError: not a bmvit model file, another architecture, or other classes.
+    """
+    tensors, meta = load_tensors(path)
+    if "model_config" not in meta:
+        raise ValueError(f"model.init_weights: {path} is not a bmvit model file (no model_config in its metadata)")
+    mine = model.config.to_dict()
+    if meta["model_config"] != mine:
+        diff = {k: (meta["model_config"].get(k), v) for k, v in mine.items() if meta["model_config"].get(k) != v}
+        raise ValueError(f"model.init_weights: {path} holds another architecture; (file, run) differ in {diff}")
+    if list(meta.get("class_ids", [])) != list(class_ids):
+        raise ValueError(f"model.init_weights: {path} predicts classes {meta.get('class_ids')}, the run trains "
+                         f"{list(class_ids)}; for new classes start from its backbone (model.backbone_weights)")
+    if any(k.startswith("model.") for k in tensors) and meta.get("kind") == "training_state":
+        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(tensors, strict=True)
+    return f"initialised every tensor ({len(tensors)}) from the detector {path}"
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild a detector from a bmvit model file, weights loaded strictly, in eval mode.
 

@@ -40,6 +40,8 @@ class ModelConfig:
     backbone_weights: str = _f("", "pretrained backbone weights file (torchvision, slowfast, videomae, hiera, bmvit) "
                                    "or the name of weights shipped in bmvit/assets; '' = random weights")
     weights_format: str = _f("", "format of backbone_weights; '' = detect from the keys")
+    init_weights: str = _f("", "a trained bmvit detector file (or shipped weights' name) whose every tensor, heads "
+                               "included, starts the run; same architecture and classes; '' = none")
     backbone_overrides: dict = _f({}, "extra fields of the backbone config, e.g. {depths: [1, 1, 2, 1]}")
     box_reference: str = _f("", "box parametrisation: token_center | token_local | none; '' = the preset's own")
     box_local_range: float = _f(0.0, "token_local: reach of a box centre from its token's cell, in cells; 0 = preset's")

@@ -33,11 +33,12 @@ from bmvit.build import (
     model_kind,
     resolve_data_paths,
 )
-from bmvit.checkpoint import load_tensors, load_training_state, save_model, save_training_state
+from bmvit.checkpoint import init_from_detector, load_tensors, load_training_state, save_model, save_training_state
 from bmvit.config import Config, ConfigError, DataConfig, EvalConfig, config_from_dict, save_config
 from bmvit.data.ava import BoxRows
 from bmvit.data.dataset import collate_fn
 from bmvit.engine import StepContext, predict_rows, train_one_epoch, write_ava_csv
+from bmvit.models.weights import check_known_file, resolve_weights_path
 
 log = logging.getLogger("bmvit.train")
 
@@ -325,6 +326,12 @@ def fit(config: Config, resume: bool = False) -> dict[str, Any]:
         )
     if main and getattr(model, "backbone_weights_report", None) is not None:
         print(model.backbone_weights_report, flush=True)
+    if config.model.init_weights:
+        init_path = resolve_weights_path(config.model.init_weights)
+        check_known_file(init_path)
+        report = init_from_detector(model, init_path, classes.class_ids)
+        if main:
+            print(report, flush=True)
     kind = model_kind(model)
     criterion = create_criterion(config.matcher, config.loss, len(classes.class_ids), kind).to(device)
     train_set = SeededItems(

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from bmvit import trainer
-from bmvit.checkpoint import load_model, load_tensors
+from bmvit.checkpoint import init_from_detector, load_model, load_tensors
 from bmvit.config import ConfigError, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
@@ -84,3 +85,35 @@ def test_data_root_without_annotations_fails_before_building(tmp_path, tiny_over
     with pytest.raises(FileNotFoundError, match="train_csv"):
         trainer.fit(load_config(CONFIG, tiny_overrides(tmp_path / "empty", tmp_path / "run")))
     assert not (tmp_path / "run").exists()
+
+
+def test_init_weights_starts_from_every_tensor_of_a_detector(tiny_dataset, tmp_path, tiny_overrides, monkeypatch):
+    trainer.fit(_config(tiny_dataset, tmp_path / "first", tiny_overrides, **{"train.epochs": 1}))
+    trained, meta = load_tensors(tmp_path / "first" / "model.safetensors")
+    seen = {}
+
+    def stop_at_once(model, *args, **kwargs):
+        seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        raise KeyboardInterrupt("stop")
+
+    monkeypatch.setattr(trainer, "train_one_epoch", stop_at_once)
+    second = _config(tiny_dataset, tmp_path / "second", tiny_overrides,
+                     **{"model.init_weights": tmp_path / "first" / "model.safetensors"})
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(second)
+    assert set(seen) == set(trained) and any(k.startswith("heads.") for k in trained)
+    for key, value in trained.items():
+        torch.testing.assert_close(seen[key], value, rtol=0, atol=0)
+
+    # Another architecture or other classes: a clear error naming what differs, before any training.
+    other = _config(tiny_dataset, tmp_path / "third", tiny_overrides,
+                    **{"model.init_weights": tmp_path / "first" / "model.safetensors",
+                       "model.token_selection": "temporal_mean"})
+    with pytest.raises(ValueError, match="another architecture.*token_selection"):
+        trainer.fit(other)
+    model = load_model(tmp_path / "first" / "model.safetensors")
+    with pytest.raises(ValueError, match="predicts classes"):
+        init_from_detector(model, tmp_path / "first" / "model.safetensors", meta["class_ids"][:-1])
+    save_file(dict(model.backbone.state_dict()), str(tmp_path / "backbone_only.safetensors"))
+    with pytest.raises(ValueError, match="not a bmvit model file"):
+        init_from_detector(model, tmp_path / "backbone_only.safetensors", meta["class_ids"])

@@ -297,10 +297,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path, weights_format: st
     if not formats:
         raise ValueError(f"{type(model).__name__} declares no weights_formats, so it cannot load pretrained weights")
     path = resolve_weights_path(path)
-    spec = next((s for s in KNOWN_WEIGHTS.values() if s.file_name == path.name), None)
     state_dict = read_state_dict(path)
-    if spec is not None and spec.sha256:
-        _check_sha256(path, spec.sha256)
+    spec = check_known_file(path)
     state_dict, outside = _take_backbone_part(state_dict, formats)
     fmt = _choose_format(state_dict, formats, weights_format, str(path))
     source_storages = {t.untyped_storage().data_ptr() for t in state_dict.values()}
@@ -359,6 +357,15 @@ def _check_and_load(model: nn.Module, remapped: dict[str, Tensor], fmt: WeightsF
     full = {k: remapped[k] for k in loaded} | {k: target[k] for k in allowed_missing}
     model.load_state_dict(full, strict=True)
     return LoadReport(path=path, weights_format=fmt.name, loaded=loaded, dropped=dropped, missing=allowed_missing)
+
+
+def check_known_file(path: Path) -> WeightsSpec | None:
+    """The ``KNOWN_WEIGHTS`` record whose file name ``path`` has (None if none), after checking the
+    file's sha256 against it: a corrupt or different file under a known name is an error."""
+    spec = next((s for s in KNOWN_WEIGHTS.values() if s.file_name == path.name), None)
+    if spec is not None and spec.sha256:
+        _check_sha256(path, spec.sha256)
+    return spec
 
 
 def _check_sha256(path: Path, expected: str) -> None:
