@@ -149,7 +149,7 @@ def load_training_state(
     tensors, meta = load_tensors(path)
     if meta.get("kind") != "training_state":
         raise ValueError(f"{path} is not a training checkpoint (kind={meta.get('kind')!r}); resume needs last.safetensors")
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    model.load_state_dict(_model_tensors(tensors, meta), strict=True)
     optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     if scheduler is not None and meta.get("scheduler") is not None:
         scheduler.load_state_dict(meta["scheduler"])
@@ -159,6 +159,13 @@ def load_training_state(
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return meta
+
+
+def _model_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's state dict from a model file, or from the ``model.*`` part of a training checkpoint."""
+    if meta.get("kind") == "training_state":
+        return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    return tensors
 
 
 def init_from_detector(model: torch.nn.Module, path: str | Path, class_ids: list[int]) -> str:
@@ -181,8 +188,7 @@ def init_from_detector(model: torch.nn.Module, path: str | Path, class_ids: list
     if list(meta.get("class_ids", [])) != list(class_ids):
         raise ValueError(f"model.init_weights: {path} predicts classes {meta.get('class_ids')}, the run trains "
                          f"{list(class_ids)}; for new classes start from its backbone (model.backbone_weights)")
-    if any(k.startswith("model.") for k in tensors) and meta.get("kind") == "training_state":
-        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    tensors = _model_tensors(tensors, meta)
     model.load_state_dict(tensors, strict=True)
     return f"initialised every tensor ({len(tensors)}) from the detector {path}"
 
@@ -210,9 +216,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn
         model = BMViT(BMViTConfig.from_dict(meta["model_config"]))
     else:
         raise ValueError(f"{path} holds a {model_class!r} model, which this version of bmvit cannot build")
-    if any(k.startswith("model.") for k in tensors) and meta.get("kind") == "training_state":
-        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing, unexpected = model.load_state_dict(_model_tensors(tensors, meta), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path} does not fit its own model config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.metadata = meta
