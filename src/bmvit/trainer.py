@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +239,15 @@ def evaluate_model(
     return result
 
 
+def copy_eval_files(out_dir: Path, from_tag: str, to_tag: str) -> None:
+    """Copy the files ``evaluate_model`` wrote under ``from_tag`` (detections CSV, per-class AP JSON
+    and plot) to the same names under ``to_tag``; files that are absent are skipped."""
+    for name in ("detections_{}.csv", "per_class_ap_{}.json", "per_class_ap_{}.png"):
+        source = out_dir / name.format(from_tag)
+        if source.is_file():
+            shutil.copyfile(source, out_dir / name.format(to_tag))
+
+
 def groundtruth_rows(dataset, path: str = "<dataset>") -> BoxRows:
     """The ground-truth boxes of a ``KeyFrameDataset`` as evaluation rows: one row per (box, action) of
     ``dataset.keyframes``, ``timestamps`` = key-frame ``timestamp`` (frame number on UCF101-24 / JHMDB-21),
@@ -387,6 +397,7 @@ def fit(config: Config, resume: bool = False) -> dict[str, Any]:
             if record.get("mAP") is not None and record["mAP"] > best_map:
                 best_map = record["mAP"]
                 save_model(out_dir / "best.safetensors", model, {**metadata, "metrics": record})
+                copy_eval_files(out_dir, "val", "val_best")
             progress = {"epoch": epoch, "best_map": best_map, "history": history}
             save_training_state(last_path, model, optimizer, scheduler, None, progress, metadata)
             ctx.last_checkpoint = str(last_path)
@@ -401,6 +412,11 @@ def fit(config: Config, resume: bool = False) -> dict[str, Any]:
             tensors, best_meta = load_tensors(best)
             model.load_state_dict(tensors)
             final_meta = best_meta
+            if best_meta.get("metrics", {}).get("epoch") != final.get("epoch"):
+                # The *_val files must describe model.safetensors, as metrics.json does; the last
+                # evaluation's are kept beside them.
+                copy_eval_files(out_dir, "val", "val_last")
+                copy_eval_files(out_dir, "val_best", "val")
         save_model(out_dir / "model.safetensors", model, final_meta)
         summary = {"mAP": final_meta.get("metrics", {}).get("mAP"), "best_epoch": final_meta.get("metrics", {}).get("epoch"),
                    "history": history}

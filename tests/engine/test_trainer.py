@@ -40,6 +40,30 @@ def test_fit_writes_every_output(tiny_dataset, tmp_path, tiny_overrides):
     assert result["protocol"] == "activitynet" and len(result["per_class"]) == 9
 
 
+def test_the_val_files_describe_the_saved_model_when_an_earlier_epoch_was_best(tiny_dataset, tmp_path,
+                                                                               tiny_overrides, monkeypatch):
+    maps = iter([0.5, 0.2])  # epoch 0 is the best, epoch 1 the last
+
+    def evaluate(model, classes, data_cfg, eval_cfg, out_dir, device, amp_dtype=None, tag="val"):
+        value = next(maps)
+        (out_dir / f"detections_{tag}.csv").write_text(f"detections of {value}\n")
+        (out_dir / f"per_class_ap_{tag}.json").write_text(json.dumps({"mAP": value}))
+        (out_dir / f"per_class_ap_{tag}.png").write_bytes(f"plot of {value}".encode())
+        return {"mAP": value}
+
+    monkeypatch.setattr(trainer, "evaluate_model", evaluate)
+    trainer.fit(_config(tiny_dataset, tmp_path / "run", tiny_overrides))
+    run = tmp_path / "run"
+    summary = json.loads((run / "metrics.json").read_text())
+    assert (summary["mAP"], summary["best_epoch"]) == (0.5, 0)
+    assert load_model(run / "model.safetensors").metadata["metrics"]["epoch"] == 0
+    assert json.loads((run / "per_class_ap_val.json").read_text())["mAP"] == 0.5
+    assert (run / "detections_val.csv").read_text() == "detections of 0.5\n"
+    assert (run / "per_class_ap_val.png").read_bytes() == b"plot of 0.5"
+    assert json.loads((run / "per_class_ap_val_last.json").read_text())["mAP"] == 0.2
+    assert (run / "detections_val_last.csv").read_text() == "detections of 0.2\n"
+
+
 def _losses(history, epoch):
     return {k: history[epoch][k] for k in LOSS_KEYS}
 

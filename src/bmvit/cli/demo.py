@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     summary = json.loads((out / "metrics.json").read_text())
     if summary.get("mAP") is not None:
         if final.get("mAP") is not None and summary.get("best_epoch") != final.get("epoch"):
-            print(f"(last epoch {final['epoch']}: mAP {final['mAP']:.4f}; model.safetensors is epoch {summary['best_epoch']})")
+            print(f"(last epoch {final['epoch']}: mAP {final['mAP']:.4f}, files *_val_last.*; "
+                  f"model.safetensors and the files above are epoch {summary['best_epoch']})")
         print(f"mAP: {summary['mAP']:.4f}")
     return 0
 
