@@ -245,20 +245,23 @@ def test_shipped_weights_resolve_by_record_name_or_file_name(tmp_path, monkeypat
     assert weights.resolve_weights_path(local) == local
 
 
-def test_the_demo_config_starts_from_the_shipped_pretrained_backbone():
+def test_the_demo_config_starts_from_every_tensor_of_the_shipped_detector():
     from bmvit.build import create_model_from_config
+    from bmvit.checkpoint import init_from_detector
     from bmvit.config import load_config
-    from bmvit.models.weights import ASSETS_DIR
+    from bmvit.data.synthetic import CLASSES
+    from bmvit.models.weights import ASSETS_DIR, check_known_file, resolve_weights_path
 
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml")
-    spec = KNOWN_WEIGHTS[config.model.backbone_weights]
-    assert spec.input_size == tuple(config.model.input_size)
-    model = create_model_from_config(config.model, num_classes=spec.num_classes)  # sha256 checked on load
-    report = str(model.backbone_weights_report)
-    assert f"known weights: {spec.name} (Apache-2.0" in report and "dropped: heads." in report
-    shipped = load_file(str(ASSETS_DIR / spec.file_name))
-    backbone = model.backbone.state_dict()
-    assert {f"backbone.{k}" for k in backbone} == {k for k in shipped if k.startswith("backbone.")}
-    assert all(torch.equal(v, shipped[f"backbone.{k}"]) for k, v in backbone.items())
-    # The heads are the demo's own, initialised afresh: the shipped ones are not loaded.
-    assert not torch.equal(model.heads.actor.layers[-1].weight, shipped["heads.actor.layers.1.weight"])
+    assert config.model.backbone_weights == ""  # the whole detector, not a backbone with fresh heads
+    spec = KNOWN_WEIGHTS[config.model.init_weights]
+    path = resolve_weights_path(config.model.init_weights)
+    assert path == ASSETS_DIR / spec.file_name and check_known_file(path) is spec  # sha256 checked
+    assert spec.input_size == tuple(config.model.input_size) and spec.num_classes == len(CLASSES)
+    model = create_model_from_config(config.model, num_classes=spec.num_classes)
+    report = init_from_detector(model, path, list(range(1, len(CLASSES) + 1)))  # the synthetic label map's ids
+    shipped = load_file(str(path))
+    state = model.state_dict()
+    assert report.startswith(f"initialised every tensor ({len(state)})")
+    assert set(state) == set(shipped)
+    assert all(torch.equal(v, shipped[k]) for k, v in state.items())  # the heads included
