@@ -66,3 +66,33 @@ def test_bad_arguments():
         PostProcess(top_k=0)
     with pytest.raises(KeyError, match="pred_actions"):
         PostProcess()({"pred_boxes": torch.zeros(1, 1, 4), "pred_actor": torch.zeros(1, 1, 2)})
+
+
+def test_optional_nms_drops_the_less_confident_of_overlapping_boxes():
+    # Tokens 0 and 1: 0.4-wide boxes shifted by 0.1 -> IoU = 0.3 / 0.5 = 0.6. Token 2 is far away.
+    outputs = {
+        "pred_boxes": torch.tensor([[[0.30, 0.5, 0.4, 0.4], [0.40, 0.5, 0.4, 0.4], [0.85, 0.5, 0.1, 0.1]]]),
+        "pred_actor": _actor_logits([0.6, 0.9, 0.5])[None],
+        "pred_actions": torch.zeros(1, 3, 2),
+    }
+    (plain,) = PostProcess(threshold=0.3)(outputs)
+    assert plain["token_indices"].tolist() == [1, 0, 2]  # no NMS by default: the duplicate stays
+    (nms,) = PostProcess(threshold=0.3, nms_iou=0.5)(outputs)
+    assert nms["token_indices"].tolist() == [1, 2]  # token 0 overlaps the more confident token 1
+    assert torch.allclose(nms["actor_scores"], torch.tensor([0.9, 0.5]), atol=1e-6)
+    (loose,) = PostProcess(threshold=0.3, nms_iou=0.65)(outputs)
+    assert loose["token_indices"].tolist() == [1, 0, 2]  # IoU 0.6 is not above 0.65
+    (capped,) = PostProcess(threshold=0.3, top_k=2, nms_iou=0.5)(outputs)
+    assert capped["token_indices"].tolist() == [1, 2]  # top_k counts the survivors of NMS
+    with pytest.raises(ValueError, match="nms_iou"):
+        PostProcess(nms_iou=1.0)
+
+
+def test_a_bad_post_processing_value_is_a_config_error_naming_the_key():
+    from bmvit.config import ConfigError, EvalConfig
+
+    EvalConfig(threshold=0.0, nms_iou=0.5).validate()
+    with pytest.raises(ConfigError, match="eval.nms_iou"):
+        EvalConfig(nms_iou=-0.1).validate()
+    with pytest.raises(ConfigError, match="eval.threshold"):
+        EvalConfig(threshold=1.5).validate()

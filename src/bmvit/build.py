@@ -93,7 +93,7 @@ def create_postprocess(cfg: EvalConfig, kind: str = "single_stage") -> nn.Module
         return TwoStagePostProcess()
     from bmvit.postprocess import PostProcess
 
-    return PostProcess(threshold=cfg.threshold)
+    return PostProcess(threshold=cfg.threshold, nms_iou=cfg.nms_iou)
 
 
 ACT_DEFAULT_PATHS = {

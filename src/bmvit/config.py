@@ -177,9 +177,18 @@ class EvalConfig:
     """Evaluation and post-processing."""
 
     threshold: float = _f(0.3, "tokens with p(actor) > threshold become detections")
+    nms_iou: float = _f(0.0, "0 = no NMS (the method's default); else class-agnostic greedy NMS of the kept "
+                             "tokens at this box IoU, in (0, 1)")
     max_rows_per_keyframe: int = _f(50, "AVA rows written per key frame, highest scores first (the official cap)")
     protocol: str = _f("activitynet", "activitynet (official) | slowfast")
     batch_size: int = _f(8, "clips per process in evaluation")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when a post-processing value is out of range."""
+        if not 0.0 <= self.threshold < 1.0:
+            raise ConfigError(f"eval.threshold must be in [0, 1), got {self.threshold}")
+        if not 0.0 <= self.nms_iou < 1.0:
+            raise ConfigError(f"eval.nms_iou must be in [0, 1) (0 = no NMS), got {self.nms_iou}")
 
 
 @dataclass

@@ -6,7 +6,9 @@ Shared by evaluation and the predictor, so both score tokens the same way (DESIG
   (the paper's p(alpha) > theta; supplementary Fig. 3).
 - ``score(box, class) = p_actor * sigmoid(pred_actions[class])``: the chance that the token is an
   actor *and* does the action, so a confident action on an unlikely actor ranks low.
-- No NMS: one-to-one matching trains duplicate tokens towards "no-actor".
+- No NMS by default: one-to-one matching trains duplicate tokens towards "no-actor", and the paper
+  mentions none. ``nms_iou > 0`` adds class-agnostic greedy NMS over the kept tokens, an option for
+  models that still put near-duplicate tokens on a person (docs/training_notes.md, section 14).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bmvit.box_ops import box_cxcywh_to_xyxy
+from bmvit.box_ops import box_cxcywh_to_xyxy, box_iou
 
 
 class PostProcess(nn.Module):
@@ -23,16 +25,21 @@ class PostProcess(nn.Module):
     Args:
         threshold: keep tokens whose actor probability is strictly greater than this, in [0, 1).
         top_k: keep at most this many tokens per clip (the highest actor scores); ``None`` = all.
+        nms_iou: 0 = no NMS (the method's default); otherwise a kept token is dropped when its box
+            overlaps a more confident kept token's at IoU > ``nms_iou``, in (0, 1). Before ``top_k``.
     """
 
-    def __init__(self, threshold: float = 0.3, top_k: int | None = None) -> None:
+    def __init__(self, threshold: float = 0.3, top_k: int | None = None, nms_iou: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+        if not 0.0 <= nms_iou < 1.0:
+            raise ValueError(f"nms_iou must be in [0, 1) (0 = no NMS), got {nms_iou}")
         self.threshold = threshold
         self.top_k = top_k
+        self.nms_iou = nms_iou
 
     @torch.no_grad()
     def forward(self, outputs: dict[str, Tensor]) -> list[dict[str, Tensor]]:
@@ -58,7 +65,10 @@ class PostProcess(nn.Module):
         for b in range(p_actor.shape[0]):
             keep = torch.nonzero(p_actor[b] > self.threshold).flatten()
             order = torch.sort(p_actor[b, keep], descending=True, stable=True).indices
-            keep = keep[order[: self.top_k]]
+            keep = keep[order]
+            if self.nms_iou > 0:
+                keep = keep[greedy_nms(boxes_xyxy[b, keep], self.nms_iou)]
+            keep = keep[: self.top_k]
             results.append({
                 "token_indices": keep,
                 "boxes_xyxy": boxes_xyxy[b, keep],
@@ -66,3 +76,19 @@ class PostProcess(nn.Module):
                 "action_scores": action_scores[b, keep],
             })
         return results
+
+
+def greedy_nms(boxes_xyxy: Tensor, iou_threshold: float) -> Tensor:
+    """Indices (int64, ascending) of the boxes that survive greedy NMS.
+
+    Args:
+        boxes_xyxy: ``[K, 4]`` boxes sorted by decreasing score, any consistent coordinates.
+        iou_threshold: a box is dropped when its IoU with an earlier surviving box is above this.
+    """
+    iou = box_iou(boxes_xyxy, boxes_xyxy)  # [K, K]
+    dropped = torch.zeros(len(boxes_xyxy), dtype=torch.bool, device=boxes_xyxy.device)
+    for i in range(len(boxes_xyxy)):
+        if not dropped[i]:
+            later = torch.arange(len(boxes_xyxy), device=boxes_xyxy.device) > i
+            dropped |= later & (iou[i] > iou_threshold)
+    return torch.nonzero(~dropped).flatten()

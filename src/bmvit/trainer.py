@@ -327,6 +327,7 @@ def fit(config: Config, resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(config.train.seed)
     out_dir = Path(config.train.out_dir)
     main = dist_utils.is_main_process()
+    config.eval.validate()  # a bad post-processing value fails now, not after training
     classes = read_class_info(config.data)  # errors about the data come before any building
     model = create_model_from_config(config.model, len(classes.class_ids)).to(device)
     if model.config.num_classes != len(classes.class_ids):

@@ -111,6 +111,12 @@ def test_data_root_without_annotations_fails_before_building(tmp_path, tiny_over
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_eval_nms_iou_fails_before_training(tiny_dataset, tmp_path, tiny_overrides):
+    with pytest.raises(ConfigError, match="eval.nms_iou"):
+        trainer.fit(_config(tiny_dataset, tmp_path / "run", tiny_overrides, **{"eval.nms_iou": 1.5}))
+    assert not (tmp_path / "run").exists()
+
+
 def test_init_weights_starts_from_every_tensor_of_a_detector(tiny_dataset, tmp_path, tiny_overrides, monkeypatch):
     trainer.fit(_config(tiny_dataset, tmp_path / "first", tiny_overrides, **{"train.epochs": 1}))
     trained, meta = load_tensors(tmp_path / "first" / "model.safetensors")

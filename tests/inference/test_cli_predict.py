@@ -70,6 +70,7 @@ def test_bad_inputs_give_clear_errors_and_no_output(model_file, make_video, tmp_
         (["--weights", str(model_file), "--source", str(tmp_path / "none.mp4")], 2, "does not exist"),
         (["--weights", str(model_file), "--source", str(not_video)], 1, "cannot open"),
         (["--weights", str(model_file), "--source", str(video), "--fps", "0"], 2, "--fps must be > 0"),
+        (["--weights", str(model_file), "--source", str(video), "--nms-iou", "1.5"], 2, "nms_iou must be in [0, 1)"),
     ]
     for args, code, message in cases:
         assert main(["predict", *args, "--out", str(out), "--device", "cpu"]) == code, args
@@ -84,5 +85,6 @@ def test_folder_of_videos_gets_one_csv_each(model_file, make_video, tmp_path):
     make_video(folder / "b.mkv", 45)
     (folder / "readme.txt").write_text("not a video")
     assert main(["predict", "--weights", str(model_file), "--source", str(folder), "--out", str(tmp_path / "o"),
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--nms-iou", "0.5"]) == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.csv", "a.json", "b.csv", "b.json"]
+    assert json.loads((tmp_path / "o" / "a.json").read_text())["nms_iou"] == 0.5  # the option is recorded

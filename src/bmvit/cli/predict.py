@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep tokens with p(actor) > threshold (default: the checkpoint's)")
     parser.add_argument("--max-det", type=int, default=0,
                         help="keep at most this many boxes per key frame, the most confident (default 0 = all)")
+    parser.add_argument("--nms-iou", type=float, default=0.0,
+                        help="class-agnostic NMS of the boxes at this IoU (default 0 = none, as the method)")
     parser.add_argument("--render", action="store_true", help="also write an annotated H.264 video per input")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--batch-size", type=int, default=4, help="clips per forward pass (default 4)")
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         videos = list_sources(Path(args.source))
         model = load(weights, device=args.device)
         predictor = Predictor(model, device=args.device, threshold=args.threshold, max_detections=args.max_det or None,
-                              batch_size=args.batch_size,
+                              batch_size=args.batch_size, nms_iou=args.nms_iou,
                               on_warning=lambda msg: tqdm.write(f"warning: {msg}", file=sys.stderr),
                               frames_fps=args.frames_fps)
     except (FileNotFoundError, ValueError, TypeError, RuntimeError) as err:

@@ -297,6 +297,7 @@ class Predictor:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
         threshold: keep tokens with ``p(actor) > threshold``; default: the checkpoint's (0.3).
         max_detections: keep at most this many boxes per key frame, the most confident (None: all).
+        nms_iou: 0 = no NMS (the method's default); else class-agnostic greedy NMS at this box IoU.
         batch_size: clips per forward pass.
         on_warning: called with each message about a video (truncated, too short); default:
             ``warnings.warn(message, VideoInputWarning)``.
@@ -304,7 +305,7 @@ class Predictor:
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto", threshold: float | None = None,
-                 max_detections: int | None = None, batch_size: int = 4,
+                 max_detections: int | None = None, batch_size: int = 4, nms_iou: float = 0.0,
                  on_warning: Callable[[str], None] | None = None, frames_fps: float = 30.0) -> None:
         from bmvit.data.transforms import build_transforms
         from bmvit.postprocess import PostProcess
@@ -325,7 +326,8 @@ class Predictor:
         if len(self.class_ids) != num_classes:
             raise ValueError(f"the checkpoint names {len(self.class_ids)} classes but its model predicts {num_classes}")
         self.threshold = float(meta["threshold"] if threshold is None else threshold)
-        self.postprocess = PostProcess(self.threshold, top_k=max_detections)
+        self.nms_iou = float(nms_iou)
+        self.postprocess = PostProcess(self.threshold, top_k=max_detections, nms_iou=self.nms_iou)
         self.spec = ClipSpec.from_model(model)
         self.transform = build_transforms(False, self.spec.input_hw, mean=self.spec.mean, std=self.spec.std,
                                           resize=self.spec.resize)
@@ -547,6 +549,7 @@ def _video_record(predictor: Predictor, plan: VideoPlan, detections: list[Detect
         "clip": {"num_frames": spec.num_frames, "stride": spec.stride, "timeline_fps": spec.timeline_fps,
                  "span_s": spec.span_s, "input_size": list(spec.input_hw), "resize": spec.resize},
         "threshold": predictor.threshold,
+        "nms_iou": predictor.nms_iou,
         "csv": {"max_rows_per_keyframe": max_rows, "time_offset": time_offset,
                 "format": "video_id,second,x1,y1,x2,y2,action_id,score (boxes normalised)"},
         "class_ids": predictor.class_ids,
@@ -561,9 +564,10 @@ def predict_to_files(weights_path: str | os.PathLike, video_path: str | os.PathL
     """Load ``weights_path``, predict ``video_path`` and write its files under ``out_dir``.
 
     Keyword arguments go to ``write_predictions`` (``fps``, ``max_rows_per_keyframe``, ``time_offset``,
-    ``progress``) or to ``Predictor`` (``device``, ``threshold``, ``max_detections``, ``batch_size``).
+    ``progress``) or to ``Predictor`` (``device``, ``threshold``, ``max_detections``, ``batch_size``,
+    ``nms_iou``).
     """
-    predictor_keys = {"device", "threshold", "max_detections", "batch_size", "on_warning"}
+    predictor_keys = {"device", "threshold", "max_detections", "batch_size", "nms_iou", "on_warning"}
     predictor = Predictor(load(weights_path), **{k: v for k, v in kwargs.items() if k in predictor_keys})
     return write_predictions(predictor, video_path, out_dir, render=render,
                              **{k: v for k, v in kwargs.items() if k not in predictor_keys})
