@@ -39,6 +39,7 @@ from bmvit.build import create_dataset, resolve_data_paths
 from bmvit.checkpoint import load_model
 from bmvit.config import load_config
 from bmvit.evaluation.frame_map import evaluate_ava_files
+from bmvit.postprocess import greedy_nms
 from bmvit.trainer import read_class_info
 
 VARIANTS = ("model", "model_nms", "oracle_actor", "oracle_actor_best_box", "oracle_box", "oracle_box_random")
@@ -48,16 +49,6 @@ def neighbourhood(row: int, col: int, height: int, width: int) -> list[int]:
     """Row-major indices of the (up to) 3x3 cells around ``(row, col)`` of an ``height x width`` grid."""
     return [r * width + c for r in range(max(0, row - 1), min(height, row + 2))
             for c in range(max(0, col - 1), min(width, col + 2))]
-
-
-def greedy_nms(boxes_xyxy: Tensor, scores: Tensor, iou_threshold: float = 0.5) -> list[int]:
-    """Indices kept by class-agnostic greedy NMS, in decreasing ``scores`` order. ``boxes_xyxy [N, 4]``."""
-    ious = box_iou(boxes_xyxy, boxes_xyxy)
-    kept: list[int] = []
-    for i in torch.argsort(scores, descending=True, stable=True).tolist():
-        if all(float(ious[i, j]) < iou_threshold for j in kept):
-            kept.append(i)
-    return kept
 
 
 def keyframe_rows(outputs: dict[str, Tensor], target: dict, class_ids: list[int], rng: np.random.Generator,
@@ -75,7 +66,8 @@ def keyframe_rows(outputs: dict[str, Tensor], target: dict, class_ids: list[int]
 
     for token in range(len(p_actor)):
         add("model", boxes[token], p_actor[token] * p_action[token])
-    for token in greedy_nms(boxes, p_actor):
+    by_actor = torch.argsort(p_actor, descending=True, stable=True)
+    for token in by_actor[greedy_nms(boxes[by_actor], 0.5)].tolist():
         add("model_nms", boxes[token], p_actor[token] * p_action[token])
     for m in torch.nonzero(target["labels"].sum(-1) > 0).flatten().tolist():
         own = int(grid_cell_index(target["boxes"][m, :2], height, width))
