@@ -85,10 +85,10 @@ def greedy_nms(boxes_xyxy: Tensor, iou_threshold: float) -> Tensor:
         boxes_xyxy: ``[K, 4]`` boxes sorted by decreasing score, any consistent coordinates.
         iou_threshold: a box is dropped when its IoU with an earlier surviving box is above this.
     """
-    iou = box_iou(boxes_xyxy, boxes_xyxy)  # [K, K]
+    overlaps = box_iou(boxes_xyxy, boxes_xyxy) > iou_threshold  # [K, K]
+    index = torch.arange(len(boxes_xyxy), device=boxes_xyxy.device)
     dropped = torch.zeros(len(boxes_xyxy), dtype=torch.bool, device=boxes_xyxy.device)
     for i in range(len(boxes_xyxy)):
         if not dropped[i]:
-            later = torch.arange(len(boxes_xyxy), device=boxes_xyxy.device) > i
-            dropped |= later & (iou[i] > iou_threshold)
+            dropped |= overlaps[i] & (index > i)
     return torch.nonzero(~dropped).flatten()

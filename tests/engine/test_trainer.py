@@ -1,6 +1,7 @@
 """The training run end to end on a few seconds of synthetic data: outputs, resume, bad input."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,31 @@ def test_a_bad_eval_nms_iou_fails_before_training(tiny_dataset, tmp_path, tiny_o
     with pytest.raises(ConfigError, match="eval.nms_iou"):
         trainer.fit(_config(tiny_dataset, tmp_path / "run", tiny_overrides, **{"eval.nms_iou": 1.5}))
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_cli_takes_the_nms_option_and_names_a_bad_value(tiny_dataset, tmp_path, tiny_overrides, capsys):
+    from bmvit.cli import main as cli_main
+
+    trainer.fit(_config(tiny_dataset, tmp_path / "run", tiny_overrides, **{"train.epochs": 1}))
+    weights = str(tmp_path / "run" / "model.safetensors")
+    # Two training videos do not hold every class; `bmvit eval` wants a label map of the trained ones.
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    pbtxt = data / "annotations" / "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+    trained = load_model(weights).metadata["class_ids"]
+    pbtxt.write_text("".join(f'item {{\n  name: "c{i}"\n  id: {i}\n}}\n' for i in trained))
+    capsys.readouterr()
+    args = ["eval", "--weights", weights, "--data", str(data), "--device", "cpu"]
+    assert cli_main([*args, "--out", str(tmp_path / "bad"), "eval.nms_iou=1.5"]) == 2
+    assert "eval.nms_iou must be in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    every_token = ["eval.threshold=0.0", "eval.max_rows_per_keyframe=100000"]  # rows to compare, no cap
+    assert cli_main([*args, "--out", str(tmp_path / "plain"), *every_token]) == 0
+    assert cli_main([*args, "--out", str(tmp_path / "nms"), *every_token, "eval.nms_iou=0.5"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mAP: ")
+    plain = (tmp_path / "plain" / "detections_val.csv").read_text().splitlines()
+    kept = (tmp_path / "nms" / "detections_val.csv").read_text().splitlines()
+    assert set(kept) <= set(plain) and 0 < len(kept) < len(plain)  # NMS only removes rows, and some here
 
 
 def test_init_weights_starts_from_every_tensor_of_a_detector(tiny_dataset, tmp_path, tiny_overrides, monkeypatch):

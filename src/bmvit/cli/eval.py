@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
             if not key.startswith(("data.", "eval.")):
                 raise ConfigError(f"bmvit eval takes only data.* and eval.* overrides, got {key!r}")
         config = apply_overrides(config, overrides)
+        config.eval.validate()
         classes = ClassInfo(class_ids=list(meta["class_ids"]), label_map={int(k): v for k, v in meta["label_map"].items()})
         _check_label_map(config, classes)
         out_dir = Path(args.out) if args.out else Path(args.weights).resolve().parent / "eval"
