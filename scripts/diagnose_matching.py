@@ -31,7 +31,7 @@ from bmvit.trainer import evaluate_model, model_metadata, read_class_info
 
 
 def preload(config, classes, input_size, passes: int = 2) -> list:
-    dataset = create_dataset(config.data, "train", classes.class_ids, input_size, True)
+    dataset = create_dataset(config.data, "train", classes.class_ids, input_size, True, output="float")
     items = []
     for _ in range(passes):
         for i in range(len(dataset)):

@@ -97,7 +97,8 @@ def main() -> None:
     config = load_config(args.config, args.overrides)
     classes = read_class_info(config.data)
     model = load_model(args.weights).eval()
-    dataset = create_dataset(config.data, "val", classes.class_ids, tuple(model.input_size), train=False)
+    dataset = create_dataset(config.data, "val", classes.class_ids, tuple(model.input_size), train=False,
+                             output="float")
     rng = np.random.default_rng(0)
     stats: dict[str, list[float]] = {"own_iou_at_least_0.5": [], "own_rank": [], "neighbourhood_rank": []}
     rows: dict[str, list[tuple]] = {name: [] for name in VARIANTS}

@@ -161,20 +161,24 @@ def data_label_map(cfg: DataConfig) -> dict[int, str]:
 
 def create_dataset(
     cfg: DataConfig, split: str, class_ids: list[int], input_size: tuple[int, int, int], train: bool,
-    kind: str = "single_stage",
+    kind: str = "single_stage", output: str = "uint8",
 ):
     """The dataset of ``split`` ("train" or "val") at the model's input size: an ``AVADataset``, or for
     UCF101-24 / JHMDB-21 a ``KeyFrameDataset`` whose "val" is the test split of ``data.split_index``.
-    For a two-stage model it is wrapped in a ``PersonBoxDataset`` that adds the person boxes to classify."""
+    For a two-stage model it is wrapped in a ``PersonBoxDataset`` that adds the person boxes to classify.
+
+    Clips are ``uint8 [3, T, H, W]`` (``output="uint8"``, the loaders' hand-off: the engine normalises
+    them on the model's device with ``transforms.normalize_clips``) or normalised float32 (``"float"``)."""
     if kind == "twostage":
-        return _person_box_dataset(cfg, split, create_dataset(cfg, split, class_ids, input_size, train), train)
+        base = create_dataset(cfg, split, class_ids, input_size, train, output=output)
+        return _person_box_dataset(cfg, split, base, train)
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     num_frames, height, width = input_size
     if height != width:
         raise ValueError(f"the model input must be square, got {height}x{width}")
     if cfg.format != "ava":
-        return _act_dataset(cfg, split, class_ids, num_frames, height, train)
+        return _act_dataset(cfg, split, class_ids, num_frames, height, train, output)
     from bmvit.data.dataset import AVADataset
 
     paths = resolve_data_paths(cfg)
@@ -201,10 +205,13 @@ def create_dataset(
         color_jitter=cfg.color_jitter if train else 0.0,
         cache_videos=cfg.cache_videos,
         skip_bad=cfg.skip_bad,
+        output=output,
     )
 
 
-def _act_dataset(cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool):
+def _act_dataset(
+    cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool, output: str = "uint8"
+):
     """UCF101-24 / JHMDB-21 key frames: every annotated frame of the train videos; for "val" every frame
     of the test videos (``data.eval_all_frames``, ACT's frame-mAP scores detections on unannotated frames
     too). Key-frame ``timestamp`` is the 1-based frame number, which evaluation rows carry."""
@@ -225,6 +232,7 @@ def _act_dataset(cfg: DataConfig, split: str, class_ids: list[int], num_frames: 
         scale_jitter=tuple(cfg.scale_jitter) if train else (1.0, 1.0),
         color_jitter=cfg.color_jitter if train else 0.0,
         flip_swap_columns=swaps,
+        output=output,
     )
     frames = cfg.source == "frames"
     dataset = ucf_jhmdb_dataset(
@@ -269,7 +277,10 @@ def _layer_id(name: str, num_layers: int) -> int:
 
 
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW with layer-wise LR decay and no weight decay on norms, biases and position tables."""
+    """AdamW with layer-wise LR decay and no weight decay on norms, biases and position tables.
+
+    On CUDA the fused AdamW kernel updates every parameter in a few launches instead of several per
+    tensor; the CPU keeps the default implementation, which is what the CPU tests pin down."""
     no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     num_layers = max((int(m.group(1)) for n in names if (m := re.search(r"\.blocks\.(\d+)\.", n))), default=-1) + 1
@@ -290,7 +301,8 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     param_groups = [groups[k] for k in sorted(groups)]
     for group in param_groups:
         group["lr"] = cfg.lr * group["lr_scale"]
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    on_cuda = all(p.is_cuda for group in param_groups for p in group["params"]) and bool(param_groups)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True if on_cuda else None)
 
 
 def create_scheduler(

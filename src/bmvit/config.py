@@ -75,7 +75,9 @@ class DataConfig:
     scale_jitter: list = _f([1.0, 1.0], "random zoom range in training (1.0 = none)")
     color_jitter: float = _f(0.0, "strength of brightness/contrast/saturation jitter in training")
     cache_videos: bool = _f(False, "decode each video once per worker and keep it in memory (small datasets)")
-    num_workers: int = _f(2, "data-loader worker processes")
+    num_workers: int = _f(-1, "data-loader worker processes per rank; -1 = the CPU cores per process on this node")
+    max_bad_clips: float = _f(0.001, "fraction of training clips that may be unreadable (skipped, logged and counted) "
+                                     "before the run stops; 0 = stop at the first")
     skip_bad: bool = _f(False, "skip (and count) malformed annotation rows instead of stopping")
     person_boxes_train: str = _f(
         "", "two-stage models: detector person-box CSV for training, relative to root ('' = annotated actors only)"
@@ -109,6 +111,10 @@ class DataConfig:
             raise ConfigError(f"data.resize must be square or letterbox, got {self.resize!r}")
         if self.sampling_stride < 1:
             raise ConfigError(f"data.sampling_stride must be >= 1, got {self.sampling_stride}")
+        if self.num_workers < -1:
+            raise ConfigError(f"data.num_workers must be >= 0, or -1 for one per CPU core of this rank; got {self.num_workers}")
+        if not 0.0 <= self.max_bad_clips < 1.0:
+            raise ConfigError(f"data.max_bad_clips must be a fraction in [0, 1), got {self.max_bad_clips}")
         splits = self.NUM_SPLITS[self.format]
         if self.format != "ava" and not 1 <= self.split_index <= splits:
             raise ConfigError(f"data.split_index must be 1..{splits} for {self.format}, got {self.split_index}")
@@ -168,8 +174,25 @@ class TrainConfig:
     device: str = _f("auto", "auto | cpu | cuda")
     log_every: int = _f(10, "console log interval in steps")
     max_steps: int = _f(0, "stop after this many optimiser steps (0 = no limit); for smoke tests")
-    max_minutes: float = _f(0.0, "stop training after this many minutes, then evaluate (0 = no limit)")
+    max_minutes: float = _f(0.0, "stop training after this many minutes, then evaluate (0 = no limit); checked "
+                                 "every log_every steps, by all ranks together")
+    checkpoint_every_steps: int = _f(0, "also write last.safetensors every this many optimiser steps, so --resume "
+                                        "continues mid-epoch (0 = at the end of each epoch only)")
+    compile: bool = _f(False, "torch.compile the backbone (CUDA; measure with `bmvit bench --device cuda` first)")
     tensorboard: bool = _f(True, "write TensorBoard event files when tensorboard is installed")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when a training value is out of range."""
+        for key in ("epochs", "batch_size", "grad_accum", "eval_every", "log_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("max_steps", "checkpoint_every_steps"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0 (0 = off), got {getattr(self, key)}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ConfigError(f"train.amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 
 
 @dataclass

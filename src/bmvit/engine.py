@@ -2,18 +2,24 @@
 
 The shape follows torchvision's ``references/detection/engine.py``: ``train_one_epoch`` runs one
 pass over the training loader and returns averaged logs; ``predict_rows`` runs the model over an
-evaluation loader and returns AVA detection rows, gathered from every process. Building things
-and the epoch loop live in ``bmvit.trainer``.
+evaluation loader and returns AVA detection rows, gathered on rank 0. Building things and the
+epoch loop live in ``bmvit.trainer``.
+
+The step never waits for the device. Loaders hand over ``uint8`` clips, which are copied
+asynchronously and normalised on the device (``transforms.normalize_clips``); losses, gradient norms
+and the non-finite check accumulate in device tensors. The host reads them at *sync points* only:
+every ``log_every`` optimiser steps, at a step checkpoint and at the end of the epoch. There the
+ranks also agree, through one small all-reduce, on what all of them must do at the same step: stop at
+the deadline, stop on a non-finite loss, stop on too many bad clips, or write a checkpoint.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import time
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,15 +28,21 @@ from torch import nn
 from tqdm import tqdm
 
 from bmvit import distributed as dist_utils
+from bmvit.data.transforms import normalize_clips
 
+log = logging.getLogger("bmvit.train")
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a training loss is NaN or infinite; the message names the step and the batch."""
 
 
+class BadDataError(RuntimeError):
+    """Raised when more clips than ``data.max_bad_clips`` allows could not be read."""
+
+
 @dataclass
 class StepContext:
-    """What the loop needs besides the model: devices, precision, accumulation, limits."""
+    """What the loop needs besides the model: devices, precision, accumulation, limits, input normalisation."""
 
     device: torch.device
     amp_dtype: torch.dtype | None = None
@@ -38,8 +50,15 @@ class StepContext:
     clip_grad: float = 0.0
     log_every: int = 10
     max_steps: int = 0  # optimiser steps in this epoch; 0 = the whole loader
-    deadline: float = 0.0  # time.time() after which the epoch stops early; 0 = none
+    deadline: float = 0.0  # time.time() after which training stops (decided together at a sync point); 0 = none
     last_checkpoint: str = "none yet"
+    mean: tuple[float, ...] = (0.45, 0.45, 0.45)
+    std: tuple[float, ...] = (0.225, 0.225, 0.225)
+    seed: int = 0  # with (rank, epoch, batch): the step's random stream (drop path)
+    max_bad_clips: float = 0.0  # fraction of the clips seen that may be unreadable before the run stops
+    checkpoint_every_steps: int = 0  # call ``on_checkpoint`` every this many optimiser steps; 0 = never
+    on_checkpoint: Callable[[int], None] | None = field(default=None, repr=False)  # gets the batches done
+    bad_clips_seen: int = 0  # over the run, this rank (for the summary)
 
 
 def autocast(ctx: StepContext):
@@ -48,9 +67,18 @@ def autocast(ctx: StepContext):
     return torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype)
 
 
-def _to_device(clips: torch.Tensor, targets: list[dict[str, Any]], device: torch.device):
-    clips = clips.to(device, non_blocking=True)
-    moved = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+def prepare_batch(clips: torch.Tensor, targets: list[dict[str, Any]], ctx: StepContext):
+    """Clips on the device as the model's float input; target tensors on the device.
+
+    ``clips`` are uint8 ``[B, 3, T, H, W]`` from the loader (pinned, so the copy is asynchronous) and
+    are normalised there, with each clip's deferred colour jitter; float clips pass as they are.
+    """
+    clips = clips.to(ctx.device, non_blocking=True)
+    colours = [t.get("colour") for t in targets]
+    clips = normalize_clips(clips, ctx.mean, ctx.std, colours if any(c is not None for c in colours) else None)
+    moved = [
+        {k: (v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
+    ]
     return clips, moved
 
 
@@ -60,6 +88,21 @@ def run_model(model: nn.Module, clips: torch.Tensor, targets: list[dict[str, Any
     if getattr(getattr(model, "module", model), "kind", None) == "twostage":
         return model(clips, [t["proposals_xyxy"].to(clips.device, non_blocking=True) for t in targets])
     return model(clips)
+
+
+def step_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
+    """The seed of one step's random stream: distinct per rank, the same when a run is resumed."""
+    return hash((seed, rank, epoch, batch)) % (2**63)
+
+
+@dataclass
+class _SyncState:
+    """What a rank accumulates between sync points, on the device or cheaply on the host."""
+
+    first_bad_batch: torch.Tensor  # -1 until a non-finite loss is seen
+    recent_keyframes: dict[int, list[str]] = field(default_factory=dict)  # batch -> key frames, since the last sync
+    bad_clips: int = 0
+    clips: int = 0
 
 
 def train_one_epoch(
@@ -72,38 +115,49 @@ def train_one_epoch(
     ctx: StepContext,
     skip_batches: int = 0,
 ) -> dict[str, float]:
-    """One pass over ``loader``. Returns the epoch's mean of every logged loss, plus clips/s.
+    """One pass over ``loader``. Returns the epoch's mean of every logged loss, clips/s, ``steps``
+    and ``stopped`` (1.0 when the deadline ended the epoch early, on every rank alike).
 
-    ``skip_batches`` resumes an interrupted epoch: the first batches are drawn (so the data order and
-    the augmentation are the same as in an uninterrupted run) but not trained on.
+    ``skip_batches``: batches of this epoch already trained before a resume. The loader's sampler
+    must already leave them out (``ShardSampler.set_epoch(epoch, skip)``); they only keep the batch
+    numbering (the random streams, the checkpoint's position) that of an uninterrupted run.
     """
     model.train()
     criterion.train()
-    sums: dict[str, float] = defaultdict(float)
+    rank = dist_utils.get_rank()
+    sums: dict[str, torch.Tensor] = {}
+    state = _SyncState(first_bad_batch=torch.full((), -1, dtype=torch.int64, device=ctx.device))
     count = 0
     clips_seen = 0
+    stopped = False
     start = time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None
     bar = tqdm(loader, total=total, desc=f"epoch {epoch}", disable=not dist_utils.is_main_process(), leave=False)
     optimizer.zero_grad(set_to_none=True)
-    for i, (clips, targets) in enumerate(bar):
-        if i < skip_batches:
-            continue
-        clips, targets = _to_device(clips, targets, ctx.device)
-        with autocast(ctx):
-            outputs = run_model(model, clips, targets)
-        losses = criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
-        loss = losses["loss"]
-        if not math.isfinite(loss.item()):
-            ids = [f"{t['video_id']}@{t['timestamp']}" for t in targets]
-            raise NonFiniteLossError(
-                f"non-finite loss {loss.item()} at epoch {epoch}, batch {i}; batch key frames: {ids}; "
-                f"last good checkpoint: {ctx.last_checkpoint}"
-            )
-        (loss / ctx.grad_accum).backward()
-        if (i + 1) % ctx.grad_accum == 0:
+    batch_index = skip_batches - 1
+    for batch_index, (clips, targets) in enumerate(bar, start=skip_batches):
+        torch.manual_seed(step_seed(ctx.seed, rank, epoch, batch_index))
+        _note_bad_clips(targets, state)
+        state.clips += len(targets)
+        state.recent_keyframes[batch_index] = [f"{t['video_id']}@{t['timestamp']}" for t in targets]
+        clips, targets = prepare_batch(clips, targets, ctx)
+        step_done = (batch_index + 1) % ctx.grad_accum == 0
+        sync_grads = step_done or not isinstance(model, nn.parallel.DistributedDataParallel)
+        with nullcontext() if sync_grads else model.no_sync():
+            with autocast(ctx):
+                outputs = run_model(model, clips, targets)
+            losses = criterion({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}, targets)
+            loss = losses["loss"]
+            (loss / ctx.grad_accum).backward()
+        finite = torch.isfinite(loss.detach())
+        state.first_bad_batch = torch.where(
+            (~finite) & (state.first_bad_batch < 0), torch.full_like(state.first_bad_batch, batch_index),
+            state.first_bad_batch,
+        )
+        if step_done:
             if ctx.clip_grad > 0:
-                sums["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.clip_grad))
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.clip_grad)
+                _accumulate(sums, "grad_norm", norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
@@ -112,21 +166,73 @@ def train_one_epoch(
         clips_seen += clips.shape[0]
         for key, value in losses.items():
             if torch.is_tensor(value) and value.numel() == 1:
-                sums[key] += float(value.detach())
-        if dist_utils.is_main_process() and (i % ctx.log_every == 0):
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
-        if ctx.max_steps and count // ctx.grad_accum >= ctx.max_steps:
+                _accumulate(sums, key, value)
+        if not step_done:
+            continue
+        opt_step = (batch_index + 1) // ctx.grad_accum
+        last = (total is not None and count >= total) or (ctx.max_steps and count // ctx.grad_accum >= ctx.max_steps)
+        checkpoint_due = ctx.checkpoint_every_steps > 0 and opt_step % ctx.checkpoint_every_steps == 0
+        if not (last or checkpoint_due or opt_step % ctx.log_every == 0):
+            continue
+        stop = _sync_point(state, ctx, epoch)
+        if dist_utils.is_main_process():
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
+        if checkpoint_due and ctx.on_checkpoint is not None:
+            ctx.on_checkpoint(batch_index + 1)
+        if stop:
+            stopped = True
             break
-        if ctx.deadline and time.time() > ctx.deadline:
+        if last:
             break
     bar.close()
+    if state.recent_keyframes:  # batches after the last sync point (a loader shorter than announced)
+        stopped = _sync_point(state, ctx, epoch) or stopped
     elapsed = time.perf_counter() - start
-    logs = {k: v / max(1, count) for k, v in sums.items()}
-    logs = dist_utils.reduce_dict(logs)
+    logs = dist_utils.reduce_dict({k: v / max(1, count) for k, v in sums.items()})
     logs["clips_per_s"] = clips_seen * dist_utils.get_world_size() / max(elapsed, 1e-9)
     logs["steps"] = count
     logs["lr"] = optimizer.param_groups[-1]["lr"]
+    logs["stopped"] = float(stopped)
     return logs
+
+
+def _accumulate(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    value = value.detach().float()
+    sums[key] = sums[key] + value if key in sums else value.clone()
+
+
+def _note_bad_clips(targets: list[dict[str, Any]], state: _SyncState) -> None:
+    for target in targets:
+        for message in target.get("bad_clips", ()):
+            state.bad_clips += 1
+            log.warning("skipped an unreadable clip: %s", message)
+
+
+def _sync_point(state: _SyncState, ctx: StepContext, epoch: int) -> bool:
+    """Agree across ranks on the state since the last sync point; raise or return whether to stop."""
+    past_deadline = bool(ctx.deadline) and time.time() > ctx.deadline
+    flags = torch.stack([
+        (state.first_bad_batch >= 0).to(torch.float64),
+        torch.tensor(float(past_deadline), dtype=torch.float64, device=ctx.device),
+        torch.tensor(float(state.bad_clips), dtype=torch.float64, device=ctx.device),
+        torch.tensor(float(state.clips), dtype=torch.float64, device=ctx.device),
+    ])
+    nonfinite, deadline, bad, seen = dist_utils.all_reduce_sum(flags).tolist()
+    ctx.bad_clips_seen += state.bad_clips
+    if nonfinite:
+        first = int(state.first_bad_batch)
+        where = (f"at epoch {epoch}, batch {first}; batch key frames: {state.recent_keyframes.get(first)}"
+                 if first >= 0 else f"on another rank in epoch {epoch}")
+        raise NonFiniteLossError(f"non-finite loss {where}; last good checkpoint: {ctx.last_checkpoint}")
+    if bad and bad > ctx.max_bad_clips * max(seen, 1):
+        raise BadDataError(
+            f"{int(bad)} of the last {int(seen)} training clips could not be read (data.max_bad_clips="
+            f"{ctx.max_bad_clips}); the log names each one. Run `bmvit data check` on the dataset root; last "
+            f"good checkpoint: {ctx.last_checkpoint}"
+        )
+    state.recent_keyframes.clear()
+    state.bad_clips = state.clips = 0
+    return bool(deadline)
 
 
 @torch.inference_mode()
@@ -138,13 +244,15 @@ def predict_rows(
     keep_class_ids: set[int] | None,
     ctx: StepContext,
     max_rows_per_keyframe: int = 50,
-) -> list[tuple[str, int, float, float, float, float, int, float]]:
+) -> list[tuple[str, int, float, float, float, float, int, float]] | None:
     """Run the detector over ``loader``; AVA rows ``(video_id, second, x1, y1, x2, y2, action_id, score)``.
 
     Boxes are normalised to the original frame: a target's ``letterbox`` record (``data.resize:
     letterbox``) is undone, whatever the dataset. Per key frame, only the ``max_rows_per_keyframe``
     highest-scoring rows of the evaluated classes (``keep_class_ids``) are kept, which is what the
-    official evaluator would use anyway. Rows from every process are gathered; every rank gets all.
+    official evaluator would use anyway. The model's outputs come to the host once per batch and are
+    post-processed there. A key frame whose clip could not be read (``bad_clips`` in its target) gets
+    no rows. Rows from every process are gathered on rank 0; other ranks get None.
     """
     model.eval()
     class_ids_arr = np.asarray(class_ids, dtype=np.int64)
@@ -152,14 +260,31 @@ def predict_rows(
     rows: list[tuple] = []
     bar = tqdm(loader, desc="eval", disable=not dist_utils.is_main_process(), leave=False)
     for clips, targets in bar:
-        clips = clips.to(ctx.device, non_blocking=True)
+        clips, device_targets = prepare_batch(clips, targets, ctx)
         with autocast(ctx):
-            outputs = run_model(model, clips, targets)
-        results = postprocess({k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()})
+            outputs = run_model(model, clips, device_targets)
+        results = postprocess(_to_host(outputs))
         for result, target in zip(results, targets):
+            if target.get("bad_clips"):
+                ctx.bad_clips_seen += len(target["bad_clips"])
+                continue
             rows.extend(_rows_for_keyframe(result, target, class_ids_arr, keep, max_rows_per_keyframe))
     bar.close()
-    return [row for part in dist_utils.all_gather_object(rows) for row in part]
+    gathered = dist_utils.gather_to_main(rows)
+    return None if gathered is None else [row for part in gathered for row in part]
+
+
+def _to_host(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Model outputs as float32 CPU tensors (lists of tensors too); other values as they are."""
+
+    def move(value: Any) -> Any:
+        if torch.is_tensor(value):
+            return value.float().cpu() if value.is_floating_point() else value.cpu()
+        if isinstance(value, (list, tuple)) and value and all(torch.is_tensor(v) for v in value):
+            return type(value)(move(v) for v in value)
+        return value
+
+    return {k: move(v) for k, v in outputs.items()}
 
 
 def _rows_for_keyframe(result, target, class_ids_arr, keep, max_rows) -> list[tuple]:

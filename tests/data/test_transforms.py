@@ -244,3 +244,59 @@ def test_build_transforms_eval_is_deterministic_and_shaped():
     ]
     out, tgt = train(clip, target)
     assert out.shape == (3, 4, 32, 32) and tgt["labels"].shape[0] == tgt["boxes"].shape[0]
+
+
+@pytest.mark.parametrize(
+    "train, resize, options",
+    [
+        (False, "square", {}),
+        (False, "letterbox", {}),
+        (True, "square", {"scale_jitter": (0.7, 1.2), "color_jitter": 0.3, "flip_swap_columns": [(1, 2)]}),
+        (True, "letterbox", {"scale_jitter": (0.8, 1.0), "color_jitter": 0.4}),
+    ],
+)
+def test_the_uint8_hand_off_equals_the_float_pipeline(train, resize, options):
+    """Workers resize in uint8, flip after the resize and defer colour jitter; ``normalize_clips`` on the
+    device finishes the clip. Same random draws, same boxes, and pixels within the uint8 rounding of
+    the resize (amplified at most by the jitter's colour factors)."""
+    from bmvit.data.transforms import normalize_clips
+
+    mean, std = (0.45, 0.4, 0.35), (0.225, 0.25, 0.2)
+    common = dict(mean=mean, std=std, resize=resize, hflip=1.0 if train else 0.0, **options)
+    clip, target = clip_and_target(h=90, w=160, t=3, seed=4)
+    for seed in range(4):
+        random.seed(seed)
+        ref, ref_target = build_transforms(train, 48, **common)(clip, target)
+        random.seed(seed)
+        small, small_target = build_transforms(train, 48, output="uint8", **common)(clip, target)
+        assert small.dtype == torch.uint8 and small.shape == ref.shape == (3, 3, 48, 48)
+        torch.testing.assert_close(small_target["boxes"], ref_target["boxes"], rtol=0, atol=1e-6)
+        assert torch.equal(small_target["labels"], ref_target["labels"])
+        out = normalize_clips(small[None], mean, std, [small_target.get("colour")])[0]
+        levels = ((out - ref) * torch.tensor(std).view(3, 1, 1, 1) * 255).abs()
+        # The resize rounds to the nearest level (< 1 apart); brightness, contrast and saturation above 1
+        # stretch that difference by at most their product.
+        bound = float(np.prod([max(1.0, f) for f in small_target.get("colour", (1.0, 1.0, 1.0))[:3]]))
+        assert levels.max() <= bound, (seed, float(levels.max()))
+        assert levels.mean() < 0.5
+
+
+def test_normalize_clips_passes_float_clips_and_normalises_uint8():
+    from bmvit.data.transforms import normalize_clips
+
+    clips = torch.full((2, 3, 1, 2, 2), 255, dtype=torch.uint8)
+    out = normalize_clips(clips, (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
+    assert out.dtype == torch.float32 and out[:, 0].unique().tolist() == [1.0] and out[:, 1].unique().tolist() == [3.0]
+    ready = torch.randn(1, 3, 1, 2, 2)
+    assert normalize_clips(ready, (0.5,) * 3, (0.5,) * 3) is ready
+    # a deferred brightness of 0.5 halves the clip before the normalisation, only in the clip that has it
+    half = normalize_clips(clips, (0.0,) * 3, (1.0,) * 3, [(0.5, 1.0, 1.0, 0.0), None])
+    assert half[0].unique().tolist() == [0.5] and half[1].unique().tolist() == [1.0]
+
+
+def test_min_decode_size_leaves_room_for_the_zoom():
+    from bmvit.data.transforms import min_decode_size
+
+    assert min_decode_size(256) == (256, 256)
+    assert min_decode_size(256, (0.8, 1.0)) == (320, 320)
+    assert min_decode_size((128, 160), (1.0, 1.5)) == (128, 160)  # zooming out needs no more pixels

@@ -54,3 +54,26 @@ def test_two_processes_equal_one(tiny_dataset, tmp_path, tiny_overrides):
     rows1 = (single / "detections_val.csv").read_text().splitlines()
     rows2 = (pair / "detections_val.csv").read_text().splitlines()
     assert len(rows1) == len(rows2)  # every val key frame evaluated once, none twice
+
+
+LAUNCHER = """
+import os, sys, time
+if os.environ["RANK"] == "1":
+    # This rank's clock runs 200x fast from now on: it reaches train.max_minutes long before rank 0.
+    real, start = time.time, time.time()
+    time.time = lambda: start + 200 * (real() - start)
+from bmvit.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ranks_stop_together_when_one_reaches_the_deadline_first(tiny_dataset, tmp_path, tiny_overrides):
+    (tmp_path / "launch.py").write_text(LAUNCHER)
+    run = tmp_path / "run"
+    overrides = tiny_overrides(tiny_dataset, run, **{"train.batch_size": 1, "train.epochs": 50, "train.log_every": 1,
+                                                      "train.max_minutes": 1.0})
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"]
+    _run([*torchrun, str(tmp_path / "launch.py"), "train", "--config", str(CONFIG), *overrides], tmp_path)
+    history = _history(run)
+    # Rank 1 passed the deadline within seconds; both ranks stopped at the same step, evaluated and exited.
+    assert len(history) == 1 and history[0]["steps"] == 1 and history[0]["mAP"] is not None

@@ -45,7 +45,7 @@ def test_the_val_files_describe_the_saved_model_when_an_earlier_epoch_was_best(t
                                                                                tiny_overrides, monkeypatch):
     maps = iter([0.5, 0.2])  # epoch 0 is the best, epoch 1 the last
 
-    def evaluate(model, classes, data_cfg, eval_cfg, out_dir, device, amp_dtype=None, tag="val"):
+    def evaluate(model, classes, data_cfg, eval_cfg, out_dir, device, amp_dtype=None, tag="val", loader=None):
         value = next(maps)
         (out_dir / f"detections_{tag}.csv").write_text(f"detections of {value}\n")
         (out_dir / f"per_class_ap_{tag}.json").write_text(json.dumps({"mAP": value}))

@@ -15,13 +15,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bmvit.config import ConfigError, load_config
-    from bmvit.engine import NonFiniteLossError
+    from bmvit.distributed import DistributedSetupError
+    from bmvit.engine import BadDataError, NonFiniteLossError
     from bmvit.trainer import fit
 
     try:
         config = load_config(args.config, args.overrides)
         final = fit(config, resume=args.resume)
-    except (ConfigError, FileNotFoundError, NonFiniteLossError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, NonFiniteLossError, BadDataError, DistributedSetupError, ValueError) as err:
         print(f"bmvit train: error: {err}", file=sys.stderr)
         return 2
     if final.get("mAP") is not None:

@@ -3,7 +3,8 @@
 ``KeyFrameDataset`` serves any list of ``KeyFrame`` records (AVA, UCF101-24, JHMDB-21, one's own);
 ``AVADataset`` builds one from an AVA-layout folder. An item is ``(clip, target)``:
 
-- ``clip``: ``float32 [3, T, H, W]``, normalised with mean/std.
+- ``clip``: ``float32 [3, T, H, W]``, normalised with mean/std; or ``uint8 [3, T, H, W]`` when the
+  transform ends in ``ToModelLayout`` (the training loaders' uint8 hand-off).
 - ``target``: ``boxes`` ``[P, 4]`` float32 normalised ``cxcywh`` of the (transformed) key frame;
   ``labels`` ``[P, C]`` float32 multi-hot over ``class_ids``; ``person_ids`` ``[P]`` int64;
   ``video_id`` str; ``timestamp`` int; ``orig_size`` (H, W) of the decoded frames; ``letterbox``
@@ -219,6 +220,9 @@ class AVADataset(KeyFrameDataset):
     Excluded timestamps: ``exclusions="auto"`` (default) removes those of the root's
     ``ava_val_excluded_timestamps_v2.2.csv`` from the val split (a warning if the file is missing);
     a path removes that file's key frames from any split; None removes nothing.
+    ``output="uint8"`` makes the built-in transforms hand over ``uint8 [3, T, H, W]`` clips (what the
+    trainer's loaders use; ``transforms.normalize_clips`` finishes them on the model's device);
+    ``"float"`` (default) gives normalised float32 clips, ready for the model as they are.
     ``class_ids`` default to every action id present in the annotation file, sorted. Actions outside
     ``class_ids`` are left out of the labels (logged); people left without a trained action are
     non-actors (see the module docstring).
@@ -254,6 +258,7 @@ class AVADataset(KeyFrameDataset):
         color_jitter: float = 0.0,
         flip_swap_class_ids: Sequence[tuple[int, int]] = (),
         transform: Callable | None = None,
+        output: Literal["float", "uint8"] = "float",
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"AVADataset: split must be 'train' or 'val', got {split!r}")
@@ -293,6 +298,7 @@ class AVADataset(KeyFrameDataset):
                 scale_jitter=scale_jitter,
                 color_jitter=color_jitter,
                 flip_swap_columns=swaps,
+                output=output,
             )
         super().__init__(
             keyframes,
