@@ -268,3 +268,36 @@ def test_token_local_boxes_stay_within_range_of_their_cell(tokens_thw):
         BMViTConfig(box_reference="token_local", box_local_range=0.0)
     config = BMViTConfig(box_reference="token_local", box_local_range=2)
     assert config.box_local_range == 2.0 and BMViTConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize("action_head", ["mlp", "cross_attention"])
+def test_projection_and_heads_run_in_fp32_under_autocast(action_head):
+    model = _tiny(action_head=action_head)
+    linears = {"proj": model.proj, **{f"heads.{name}": module for name, module in model.heads.named_modules()
+                                      if isinstance(module, nn.Linear)}}
+    seen: dict[str, tuple[torch.dtype, torch.dtype]] = {}
+    backbone_out: list[torch.Tensor] = []
+
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            seen[name] = (args[0].dtype, out.dtype)
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in linears.items()]
+    hooks.append(model.backbone.register_forward_hook(lambda module, args, out: backbone_out.append(out)))
+    clip = _clip(model)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(clip)
+    for hook in hooks:
+        hook.remove()
+    assert backbone_out[0].dtype == torch.bfloat16  # the backbone did run under autocast
+    assert set(seen) == set(linears) and set(seen.values()) == {(torch.float32, torch.float32)}, seen
+    keys = ("pred_boxes", "pred_actor", "pred_actions")
+    assert {out[key].dtype for key in keys} == {torch.float32}
+
+    # The same numbers as the fp32 model outside autocast, given the backbone's bf16 tokens.
+    model.backbone.register_forward_hook(lambda mod, args, out: backbone_out[0].float())
+    with torch.no_grad():
+        expected = model(clip)
+    for key in keys:
+        torch.testing.assert_close(out[key], expected[key], atol=1e-6, rtol=1e-6, msg=key)

@@ -9,7 +9,17 @@ import torch
 import bmvit
 from bmvit.models.backbones import Backbone
 from bmvit.models.backbones.layers import DropPath, interpolate_pos_embed_3d, interpolate_rel_pos
-from bmvit.models.backbones.mvit import MViT, MViTConfig, _PaddedRelPosBias, _rel_pos_index
+from bmvit.models.backbones import mvit
+from bmvit.models.backbones.mvit import (
+    MViT,
+    MViTConfig,
+    _efficient_kernel_refused,
+    _PaddedRelPosBias,
+    _rel_pos_bias,
+    _rel_pos_index,
+    sdpa_backends,
+    uses_chunks,
+)
 
 # torchvision's mvit_v2_s block table (torchvision/models/video/mvit.py), written out by hand.
 TV_HEADS = [1, 2, 2] + [4] * 11 + [8, 8]
@@ -107,6 +117,97 @@ def test_padded_rel_pos_bias_matches_broadcast_and_pad_and_its_gradient_is_right
     assert torch.autograd.gradcheck(lambda t, hw: _PaddedRelPosBias.apply(t, hw, 0), (rel_t, rel_hw))
 
 
+def test_aligned_rel_pos_bias_is_a_view_of_8_aligned_rows_in_the_asked_dtype():
+    rel_t = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    rel_hw = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    naive = torch.nn.functional.pad((rel_t[..., :, None] + rel_hw[..., None, :]).flatten(-2), (1, 0, 1, 0))
+    mask = _rel_pos_bias(rel_t, rel_hw, 1, 1, None, 8)
+    assert mask.shape == (2, 3, 6, 25) and mask.stride() == (3 * 6 * 32, 6 * 32, 32, 1)
+    torch.testing.assert_close(mask, naive, atol=0, rtol=0)
+    assert torch.autograd.gradcheck(lambda t, hw: _rel_pos_bias(t, hw, 1, 1, None, 8), (rel_t, rel_hw))
+    # A bf16 mask (the kernel's dtype under autocast) from fp64 terms: gradients come back in fp64.
+    low = _rel_pos_bias(rel_t, rel_hw, 1, 1, torch.bfloat16, 8)
+    assert low.dtype == torch.bfloat16 and low.stride(-2) == 32
+    torch.testing.assert_close(low.double(), naive, atol=0.05, rtol=0.01)
+    low.float().square().sum().backward()
+    assert rel_t.grad.dtype == torch.float64 and rel_hw.grad.dtype == torch.float64
+
+
+def test_chunking_policy():
+    cpu, meta = torch.empty(1), torch.empty(1, device="meta")
+    assert uses_chunks(cpu) and uses_chunks(cpu, "auto") and not uses_chunks(meta, "auto")
+    assert uses_chunks(meta, "always") and not uses_chunks(cpu, "never")
+    with pytest.raises(ValueError, match="attention_chunking must be one of"):
+        uses_chunks(cpu, "sometimes")
+    with pytest.raises(ValueError, match="attention_chunking must be one of"):
+        MViTConfig(attention_chunking="sometimes")
+    model = _tiny(attention_chunking="never")
+    assert {b.attention_chunking for b in model.blocks} == {"never"}
+    model.set_attention_chunking("auto")
+    assert model.cfg.attention_chunking == "auto" and {b.attention_chunking for b in model.blocks} == {"auto"}
+
+
+# A tiny preset without class token, and one with class token and Q pooling at every stage.
+ONE_CALL_PRESETS = [("bmvit_mvit_tiny", {"cls_embed": False}), ("mvit_tiny", {})]
+
+
+@pytest.mark.parametrize("name, overrides", ONE_CALL_PRESETS)
+def test_one_call_attention_gives_the_chunked_numbers_and_gradients(monkeypatch, name, overrides):
+    """The CUDA path (one SDPA call per block, its mask 8-aligned, no MLP chunks), forced on CPU."""
+    model = _tiny(name, input_size=(8, 64, 64), **overrides).train()
+    x = torch.randn(2, 3, 8, 64, 64, generator=torch.Generator().manual_seed(1))
+    # 8 KiB: the chunked path splits the queries of every block with a mask.
+    monkeypatch.setattr(mvit, "_CHUNK_BYTES", 8192)
+    runs = {}
+    for policy in ("always", "never"):
+        model.set_attention_chunking(policy)
+        model.zero_grad(set_to_none=True)
+        calls = sdpa_backends(model, x)
+        tokens = model(x)
+        tokens.square().mean().backward()
+        runs[policy] = tokens.detach(), {n: p.grad for n, p in model.named_parameters()}, calls
+    chunked_tokens, chunked_grads, chunked_calls = runs["always"]
+    tokens, grads, calls = runs["never"]
+    assert len(calls) == len(model.blocks) < len(chunked_calls)
+    assert all(c.mask_stride[-2] % 8 == 0 and c.mask_stride[-1] == 1 for c in calls)
+    torch.testing.assert_close(tokens, chunked_tokens, atol=1e-5, rtol=1e-5)
+    checked = [n for n in grads if ".rel_pos_" in n or ".qkv." in n]
+    assert len(checked) == 5 * len(model.blocks)  # rel_pos_h/w/t, qkv weight and bias
+    for name_, grad in grads.items():
+        torch.testing.assert_close(grad, chunked_grads[name_], atol=1e-5, rtol=1e-4, msg=name_)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), chunked_tokens, atol=1e-5, rtol=1e-5)
+
+
+def test_one_call_mask_is_built_in_the_kernel_dtype_under_autocast():
+    model = _tiny("bmvit_mvit_tiny", input_size=(8, 64, 64), attention_chunking="never").eval()
+    x = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        calls = sdpa_backends(model, x)
+        low = model(x)
+    assert [(c.dtype, c.mask_dtype) for c in calls] == [(torch.bfloat16, torch.bfloat16)] * len(model.blocks)
+    with torch.no_grad():
+        full = model(x)
+    assert (low.float() - full).abs().max() < 0.1 * full.abs().max()
+
+
+def test_sdpa_backends_on_cpu():
+    model = _tiny("bmvit_mvit_tiny", input_size=(8, 64, 64)).eval()
+    x = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        calls = sdpa_backends(model, x)
+    assert {c.backend for c in calls} == {"FLASH_ATTENTION"}  # CPU flash takes a mask that needs no gradient
+    assert calls[0].query[2] == 1 + 4 * 16 * 16 and calls[0].mask[-1] == calls[0].key[2]
+    assert {c.backend for c in sdpa_backends(model.train(), x)} == {"MATH"}
+
+
+def test_efficient_kernel_error_names_the_inputs():
+    q = torch.randn(1, 2, 5, 6)
+    message = _efficient_kernel_refused(q, q, q, torch.randn(1, 2, 5, 5), RuntimeError("No available kernel"))
+    assert "memory-efficient SDPA kernel" in message and "q (1, 2, 5, 6) torch.float32" in message
+    assert "mask (1, 2, 5, 5)" in message and "kernel dtype torch.float32" in message
+
+
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_forward_contract(name):
     model = _tiny(name).eval()
@@ -163,10 +264,12 @@ def test_return_attention_with_class_token_drops_its_column():
     assert (attention >= 0).all() and (sums < 1).all() and (sums > 0.5).all()
 
 
-def test_checkpointing_gives_the_same_gradients_and_reaches_every_parameter():
+@pytest.mark.parametrize("chunking", ["always", "never"])
+def test_checkpointing_gives_the_same_gradients_and_reaches_every_parameter(chunking):
     grads = []
     for use_checkpoint in (False, True):
-        model = _tiny("bmvit_mvit_tiny", drop_path_rate=0.3, use_checkpoint=use_checkpoint).train()
+        model = _tiny("bmvit_mvit_tiny", drop_path_rate=0.3, use_checkpoint=use_checkpoint,
+                      attention_chunking=chunking).train()
         torch.manual_seed(1)  # same clip and the same drop-path draws in both runs
         x = torch.randn(2, 3, *model.input_size)
         model(x).square().mean().backward()

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from bmvit.models import build_detector, detector_config_from_dict, detector_config_to_dict, register_model
 from bmvit.models.backbones import create_backbone
-from bmvit.models.heads import ACTION_HEADS, BOX_REFERENCES, DetectionHeads
+from bmvit.models.heads import ACTION_HEADS, BOX_REFERENCES, DetectionHeads, without_autocast
 
 TOKEN_SELECTIONS: tuple[str, ...] = ("central", "temporal_mean", "all")
 
@@ -184,6 +184,8 @@ class BMViT(nn.Module):
             ``pred_actor [B, N, 2]`` logits (index 0 = actor, 1 = no-actor), ``pred_actions [B, N, C]``
             logits, and ``token_grid``: the ``(T_sel, H', W')`` tuple of ints the ``N = T_sel*H'*W'``
             candidates come from, flattened row-major (``T_sel`` is 1 unless ``token_selection="all"``).
+            Under autocast only the backbone runs in low precision: the projection and the heads
+            run in the heads' dtype (fp32), and so are the outputs.
         """
         if clip.ndim != 5 or clip.shape[1] != 3:
             raise ValueError(f"BMViT expects a clip [B, 3, T, H, W], got shape {tuple(clip.shape)}")
@@ -191,15 +193,17 @@ class BMViT(nn.Module):
         if tokens.ndim != 5 or tokens.shape[-1] != self.proj.in_features:
             raise RuntimeError(f"backbone {self.config.backbone!r} returned {tuple(tokens.shape)}; expected "
                                f"[B, T', H', W', {self.proj.in_features}]")
-        if self.config.action_head == "cross_attention":
-            # Project every token once: the candidates are a slice of them, and the action head
-            # attends over all of them.
-            projected = self.proj(tokens)
-            candidates, grid_thw = self._select_tokens(projected)
-            out: dict[str, Any] = self.heads(candidates, grid_thw, context=projected.flatten(1, 3))
-        else:
-            candidates, grid_thw = self._select_tokens(tokens)
-            out = self.heads(self.proj(candidates), grid_thw)
+        with without_autocast(tokens):
+            tokens = tokens.to(self.proj.weight.dtype)
+            if self.config.action_head == "cross_attention":
+                # Project every token once: the candidates are a slice of them, and the action head
+                # attends over all of them.
+                projected = self.proj(tokens)
+                candidates, grid_thw = self._select_tokens(projected)
+                out: dict[str, Any] = self.heads(candidates, grid_thw, context=projected.flatten(1, 3))
+            else:
+                candidates, grid_thw = self._select_tokens(tokens)
+                out = self.heads(self.proj(candidates), grid_thw)
         out["token_grid"] = grid_thw
         if return_attention:
             out["attention"] = attention

@@ -7,10 +7,11 @@ slowfast/models/video_model_builder.py: class MViT) and torchvision (pytorch/vis
 torchvision/models/video/mvit.py). Changes: a typed config that reads like the paper's table,
 with the per-block values (dims, heads, strides, token grids, the adaptive KV stride) derived
 once in ``__post_init__``; attention through ``scaled_dot_product_attention`` with the decomposed
-relative-position term as its additive mask, written once into its padded buffer, built and
-used in query chunks (and the MLP run in token chunks) so that no large temporary is allocated; Q and KV
-pooling as one depthwise ``Conv3d`` call each over all heads, on channels_last views of the
-token tensors (no transposed copies); the class token is dropped at the output and the tokens
+relative-position term as its additive mask, written once into its padded buffer (on CPU built
+and used in query chunks, and the MLP run in token chunks, so that no large temporary is
+allocated; on CUDA one SDPA call per block on the memory-efficient kernel: ``ATTENTION_CHUNKING``);
+Q and KV pooling as one depthwise ``Conv3d`` call each over all heads, on channels_last views of
+the token tensors (no transposed copies); the class token is dropped at the output and the tokens
 are returned as ``[B, T', H', W', C]``; pure remap functions for torchvision and PySlowFast
 state dicts. Parameter names follow PySlowFast, so its checkpoints load unrenamed.
 
@@ -21,13 +22,16 @@ Token layout everywhere: ``[B, P + T*H*W, C]`` with ``P = 1`` class token first 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+import warnings
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from bmvit.models.backbones import register_backbone
@@ -44,6 +48,25 @@ from bmvit.models.backbones.layers import (
 from bmvit.models.weights import WeightsFormat
 
 Triple = tuple[int, int, int]
+
+# How a block runs its attention and MLP. "auto": in chunks on CPU (see _CHUNK_BYTES), as one SDPA
+# call and one MLP call on any other device; "always" and "never" force one way on every device
+# (tests compare the two; they give the same numbers).
+ATTENTION_CHUNKING: tuple[str, ...] = ("auto", "always", "never")
+
+
+def _check_chunking(policy: str) -> str:
+    if policy not in ATTENTION_CHUNKING:
+        raise ValueError(f"attention_chunking must be one of {ATTENTION_CHUNKING}, got {policy!r}")
+    return policy
+
+
+def uses_chunks(x: Tensor, policy: str = "auto") -> bool:
+    """Whether a block splits its attention queries and MLP tokens into chunks for input ``x`` under
+    ``policy`` (one of ``ATTENTION_CHUNKING``): ``auto`` chunks on CPU only."""
+    if _check_chunking(policy) == "auto":
+        return x.device.type == "cpu"
+    return policy == "always"
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,7 @@ class MViTConfig:
     drop_path_rate: float = 0.0  # linearly increasing over blocks, from 0 at the first
     use_checkpoint: bool = False  # activation checkpointing of every block while training
     norm_eps: float = 1e-6
+    attention_chunking: str = "auto"  # one of ATTENTION_CHUNKING
 
     patch_grid: Triple = field(init=False)
     blocks: tuple[BlockSpec, ...] = field(init=False)
@@ -126,6 +150,7 @@ class MViTConfig:
             raise ValueError(f"pool_kernel must be odd in every dimension, got {self.pool_kernel}")
         if min(self.input_size) < 1 or not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"bad input_size {self.input_size} or drop_path_rate {self.drop_path_rate}")
+        _check_chunking(self.attention_chunking)
 
     def _derive_blocks(self) -> tuple[BlockSpec, ...]:
         num_stages = len(self.depths)
@@ -200,14 +225,23 @@ class _RelPosBias(torch.autograd.Function):
     ``(t, hw)``, zero on the first ``rows`` rows and ``cols`` columns (class-token queries and keys).
 
     Written by one broadcast add straight into the padded buffer: the mask is the largest tensor
-    of the attention, and building it then padding it would write it twice.
+    of the attention, and building it then padding it would write it twice. ``dtype`` (default:
+    that of ``rel_t``) is the mask's; with ``align > 1`` the buffer's rows are padded to a multiple
+    of ``align`` elements and the mask is a view of their first columns.
     """
 
     @staticmethod
-    def forward(ctx, rel_t: Tensor, rel_hw: Tensor, rows: int, cols: int) -> Tensor:
+    def forward(ctx, rel_t: Tensor, rel_hw: Tensor, rows: int, cols: int, dtype: torch.dtype | None = None,
+                align: int = 1) -> Tensor:
         batch, heads, num_q, kt = rel_t.shape
         khw = rel_hw.shape[-1]
-        mask = rel_t.new_empty(batch, heads, rows + num_q, cols + kt * khw)
+        width = cols + kt * khw
+        padded = -(-width // align) * align
+        buffer = rel_t.new_empty(batch, heads, rows + num_q, padded, dtype=dtype or rel_t.dtype)
+        if padded > width:
+            # Never part of the mask, but a kernel reading whole tiles must not meet NaN garbage.
+            buffer[..., width:].zero_()
+        mask = buffer[..., :width]
         if rows:
             mask[:, :, :rows].zero_()
         if cols:
@@ -215,21 +249,27 @@ class _RelPosBias(torch.autograd.Function):
         body = mask[:, :, rows:, cols:].unflatten(-1, (kt, khw))
         torch.add(rel_t[..., :, None], rel_hw[..., None, :], out=body)
         ctx.shape = (rows, cols, kt, khw)
+        ctx.dtypes = (rel_t.dtype, rel_hw.dtype)
         return mask
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None, None]:
         rows, cols, kt, khw = ctx.shape
         body = grad[:, :, rows:, cols:].unflatten(-1, (kt, khw))
-        return body.sum(-1), body.sum(-2), None, None
+        # Summed in the terms' dtype: a bf16 mask's gradient summed over 2k keys in bf16 would lose digits.
+        dtype_t, dtype_hw = ctx.dtypes
+        return body.sum(-1, dtype=dtype_t), body.sum(-2, dtype=dtype_hw), None, None, None, None
 
 
-def _rel_pos_bias(rel_t: Tensor, rel_hw: Tensor, rows: int, cols: int) -> Tensor:
+def _rel_pos_bias(rel_t: Tensor, rel_hw: Tensor, rows: int, cols: int, dtype: torch.dtype | None = None,
+                  align: int = 1) -> Tensor:
     """``_RelPosBias.apply``, or under a tracer (ONNX, TorchScript export) the same mask built and then
-    padded: tracers record neither an autograd.Function nor its out= write into a view of a new tensor."""
+    padded (rows not aligned): tracers record neither an autograd.Function nor its out= write into a
+    view of a new tensor."""
     if torch.jit.is_tracing():
-        return F.pad((rel_t[..., :, None] + rel_hw[..., None, :]).flatten(-2), (cols, 0, rows, 0))
-    return _RelPosBias.apply(rel_t, rel_hw, rows, cols)
+        mask = F.pad((rel_t[..., :, None] + rel_hw[..., None, :]).flatten(-2), (cols, 0, rows, 0))
+        return mask if dtype is None else mask.to(dtype)
+    return _RelPosBias.apply(rel_t, rel_hw, rows, cols, dtype, align)
 
 
 class _PaddedRelPosBias:
@@ -241,11 +281,117 @@ class _PaddedRelPosBias:
 
 
 # The relative-position mask has the size of the attention matrix (80 MB in MViTv2-S's second block
-# at 16x224) and the first stage's MLP hidden tensor is 40 MB. Blocks over glibc's 32 MB mmap
+# at 16x224) and the first stage's MLP hidden tensor is 40 MB. On CPU, blocks over glibc's 32 MB mmap
 # threshold come fresh from the OS at every forward, and faulting their pages in costs about as much
 # as filling them (docs/performance.md). Built and used in query (or token) chunks of at most this
 # size, they are recycled by the allocator and stay in cache. Splitting queries or tokens is exact.
+# CUDA's caching allocator keeps its blocks, so there the chunks would only add kernel launches.
 _CHUNK_BYTES = 16 * 2**20
+
+# The memory-efficient SDPA kernel takes an additive mask as it is only when every stride but the
+# last is a multiple of 8 elements; otherwise SDPA first copies it into a padded buffer (a second
+# mask-sized allocation, forward and backward). The one-call path builds the mask in such a buffer.
+_MASK_ALIGN = 8
+
+
+def _kernel_dtype(q: Tensor) -> torch.dtype:
+    """The dtype SDPA will compute ``q``'s attention in: autocast's where it casts ``q``, else ``q``'s."""
+    device = q.device.type
+    if (q.dtype == torch.float32 and torch.amp.is_autocast_available(device)
+            and torch.is_autocast_enabled(device)):
+        return torch.get_autocast_dtype(device)
+    return q.dtype
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """``scaled_dot_product_attention``; on CUDA pinned to the memory-efficient kernel.
+
+    Flash attention takes no mask and the math kernel materialises the score matrix (several GB
+    for MViTv2-S at 16x256 in training), so a silent fallback to it would only show up as a slow
+    or out-of-memory run: with only the efficient kernel allowed, SDPA raises instead.
+    """
+    if not q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        try:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as err:
+            raise RuntimeError(_efficient_kernel_refused(q, k, v, mask, err)) from err
+
+
+def _describe(name: str, t: Tensor | None) -> str:
+    if t is None:
+        return f"{name} None"
+    return f"{name} {tuple(t.shape)} {t.dtype} strides {tuple(t.stride())} offset {t.storage_offset()}"
+
+
+def _efficient_kernel_refused(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, err: Exception) -> str:
+    """The error for a CUDA attention the memory-efficient kernel did not run: the inputs, and torch's
+    own reasons when it gives them."""
+    dtype = _kernel_dtype(q)
+    reasons: list[str] = []
+    try:
+        cast = [t if t is None or t.dtype == dtype else t.to(dtype) for t in (q, k, v, mask)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            params = torch.backends.cuda.SDPAParams(*cast, 0.0, False, False)
+            torch.backends.cuda.can_use_efficient_attention(params, True)
+        reasons = [str(w.message) for w in caught]
+    except Exception as probe_err:  # the reasons are a courtesy; the error below must still be raised
+        reasons = [f"(could not ask torch why: {probe_err})"]
+    return (f"MViT attention on CUDA runs only on the memory-efficient SDPA kernel, and it did not run for "
+            f"{_describe('q', q)}; {_describe('k', k)}; {_describe('v', v)}; {_describe('mask', mask)}; "
+            f"kernel dtype {dtype}. torch says: {'; '.join(reasons) or err}")
+
+
+class SDPACall(NamedTuple):
+    """One attention call seen by ``sdpa_backends``: the backend SDPA selects and its inputs."""
+
+    backend: str  # an SDPBackend name: EFFICIENT_ATTENTION, FLASH_ATTENTION, MATH, ...
+    dtype: torch.dtype  # the dtype the kernel computes in (after autocast)
+    query: tuple[int, ...]
+    key: tuple[int, ...]
+    mask: tuple[int, ...] | None
+    mask_dtype: torch.dtype | None  # not ``dtype``: autocast copies the mask before the kernel
+    mask_stride: tuple[int, ...] | None  # the efficient kernel copies a mask whose row stride is not 8-aligned
+
+
+class _RecordSDPA(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[SDPACall] = []
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k, v = args[:3]
+            mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
+            # The choice is made below autocast, on the tensors autocast has cast.
+            dtype = _kernel_dtype(q)
+            cast = [t if t is None or t.dtype != torch.float32 else t.to(dtype) for t in (q, k, v, mask)]
+            choice = torch._fused_sdp_choice(*cast)
+            backend = next((b.name for b in SDPBackend.__members__.values() if b.value == choice), str(choice))
+            has_mask = mask is not None
+            self.calls.append(SDPACall(backend, dtype, tuple(q.shape), tuple(k.shape),
+                                       tuple(mask.shape) if has_mask else None, mask.dtype if has_mask else None,
+                                       tuple(mask.stride()) if has_mask else None))
+        return func(*args, **kwargs)
+
+
+def sdpa_backends(model: nn.Module, *args: Any, **kwargs: Any) -> list[SDPACall]:
+    """Run ``model(*args, **kwargs)`` and report, for each ``scaled_dot_product_attention`` call in it,
+    the backend SDPA selects (``torch._fused_sdp_choice``, SDPA's own dispatcher, under the kernel
+    settings in force at the call: on CUDA, MViT's pin to the memory-efficient kernel).
+
+    Grad mode and autocast are the caller's: on CPU, for instance, a mask that requires a gradient
+    sends SDPA to the math kernel, so a training forward and an inference forward differ.
+    """
+    recorder = _RecordSDPA()
+    with recorder:
+        model(*args, **kwargs)
+    return recorder.calls
 
 
 class MultiScaleAttention(nn.Module):
@@ -281,7 +427,11 @@ class MultiScaleAttention(nn.Module):
             self.rel_pos_t = nn.Parameter(torch.zeros(2 * max(qt, kt) - 1, head_dim))
             self.register_buffer("rel_index_t", _rel_pos_index(qt, kt), persistent=False)
 
-    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, return_attention: bool = False, chunked: bool | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        """``chunked``: split the queries into chunks (``uses_chunks``; None decides from ``x``'s device)."""
+        if chunked is None:
+            chunked = uses_chunks(x)
         prefix, dim = self.num_prefix, self.num_heads * self.head_dim
         # Q and KV from separate matmuls (rows of the one qkv weight) so that each is a dense
         # [B, N, C] block whose channels_last view the pooling conv reads without a copy.
@@ -294,25 +444,28 @@ class MultiScaleAttention(nn.Module):
         q = self._to_heads(q_all[:, :prefix], q_tok, self.norm_q)
         k = self._to_heads(kv_all[:, :prefix, :dim], kv_tok[..., :dim], self.norm_k)
         v = self._to_heads(kv_all[:, :prefix, dim:], kv_tok[..., dim:], self.norm_v)
-        out = self._attend(q, k, v)
+        out = self._attend(q, k, v, chunked)
         attention = self._attention_weights(q, k, self._rel_pos_mask(q[:, :, prefix:])) if return_attention else None
         return self.proj(out), attention
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, chunked: bool) -> Tensor:
         """Attention of ``q [B, heads, P + Nq, d]`` over ``k, v [B, heads, P + Nk, d]`` with the
         relative-position bias, plus the residual pooling connection (MViTv2 Sec. 3.2: the pooled
-        query is added to the output of every patch query, not of the class token).
+        query is added to the output of every patch query, not of the class token). ``chunked``:
+        over query chunks whose mask fits ``_CHUNK_BYTES``; else one SDPA call, its mask in the
+        kernel's dtype (autocast would otherwise cast the whole mask) and 8-aligned.
 
         Returns ``[B, P + Nq, heads * d]``.
         """
         prefix = self.num_prefix
         num_q = q.shape[2] - prefix
         rel = self._rel_pos_terms(q[:, :, prefix:])
-        mask_row_bytes = q.shape[0] * q.shape[1] * k.shape[2] * q.element_size()
-        rows = num_q if rel is None else max(1, _CHUNK_BYTES // mask_row_bytes)
-        if torch.jit.is_tracing() or torch.compiler.is_exporting():
-            # Exported graphs keep a dynamic batch: chunk sizes must not depend on it (one chunk).
-            rows = num_q
+        rows = num_q
+        if chunked and rel is not None and not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+            # (Exported graphs keep a dynamic batch: chunk sizes must not depend on it.)
+            mask_row_bytes = q.shape[0] * q.shape[1] * k.shape[2] * q.element_size()
+            rows = max(1, _CHUNK_BYTES // mask_row_bytes)
+        dtype, align = (None, 1) if chunked else (_kernel_dtype(q), _MASK_ALIGN)
         sizes = [min(rows, num_q - start) for start in range(0, num_q, rows)]
         rel_chunks = zip(*(r.split(sizes, dim=2) for r in rel)) if rel is not None else [None] * len(sizes)
         # The class-token queries ride in the first chunk, with no bias and no residual.
@@ -324,8 +477,8 @@ class MultiScaleAttention(nn.Module):
             if rel_c is not None:
                 rel_t, rel_h, rel_w = rel_c
                 rel_hw = (rel_h[..., :, None] + rel_w[..., None, :]).flatten(-2)
-                mask = _rel_pos_bias(rel_t, rel_hw, cls_rows, prefix)
-            out = F.scaled_dot_product_attention(q_c, k, v, attn_mask=mask)
+                mask = _rel_pos_bias(rel_t, rel_hw, cls_rows, prefix, dtype, align)
+            out = _sdpa(q_c, k, v, mask)
             if self.residual_pooling:
                 residual = out + q_c
                 if cls_rows:
@@ -398,6 +551,7 @@ class MultiScaleBlock(nn.Module):
         self.spec = spec
         self.dim_mul_in_att = cfg.dim_mul_in_att
         self.num_prefix = 1 if cfg.cls_embed else 0
+        self.attention_chunking = cfg.attention_chunking
         self.norm1 = nn.LayerNorm(spec.dim_in, eps=cfg.norm_eps)
         self.attn = MultiScaleAttention(spec, cfg)
         self.drop_path = DropPath(spec.drop_path) if spec.drop_path > 0 else nn.Identity()
@@ -410,21 +564,25 @@ class MultiScaleBlock(nn.Module):
             self.pool_skip = nn.MaxPool3d(kernel, spec.stride_q, tuple(k // 2 for k in kernel))
 
     def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        chunked = uses_chunks(x, self.attention_chunking)
         x_norm = self.norm1(x)
-        x_attn, attention = self.attn(x_norm, return_attention)
+        x_attn, attention = self.attn(x_norm, return_attention, chunked)
         if self.proj is not None and self.dim_mul_in_att:
             x = self.proj(x_norm)
         if self.pool_skip is not None:
             x = self._pool_skip(x)
         x = x + self.drop_path(x_attn)
         x_norm = self.norm2(x)
-        x_mlp = self._mlp(x_norm)
+        x_mlp = self._mlp(x_norm, chunked)
         if self.proj is not None and not self.dim_mul_in_att:
             x = self.proj(x_norm)
         return x + self.drop_path(x_mlp), attention
 
-    def _mlp(self, x: Tensor) -> Tensor:
-        """The MLP over token chunks whose hidden activations fit in ``_CHUNK_BYTES``."""
+    def _mlp(self, x: Tensor, chunked: bool) -> Tensor:
+        """The MLP, ``chunked`` over token chunks whose hidden activations fit in ``_CHUNK_BYTES``."""
+        if not chunked or torch.jit.is_tracing() or torch.compiler.is_exporting():
+            # (Exported graphs keep a dynamic batch: chunk sizes must not depend on it.)
+            return self.mlp(x)
         batch, num_tokens = x.shape[:2]
         rows = max(1, _CHUNK_BYTES // (batch * self.mlp.fc1.out_features * x.element_size()))
         if rows >= num_tokens:
@@ -471,6 +629,12 @@ class MViT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Full names of the parameters trained without weight decay: class token and rel-pos tables."""
         return {name for name, _ in self.named_parameters() if name == "cls_token" or ".rel_pos_" in name}
+
+    def set_attention_chunking(self, policy: str) -> None:
+        """Switch every block to ``policy`` (one of ``ATTENTION_CHUNKING``); the weights are untouched."""
+        self.cfg.attention_chunking = _check_chunking(policy)
+        for block in self.blocks:
+            block.attention_chunking = policy
 
     def forward(self, x: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Args:
