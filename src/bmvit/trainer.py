@@ -245,6 +245,23 @@ def read_class_info(data_cfg: DataConfig) -> ClassInfo:
     return ClassInfo(class_ids=class_ids, label_map=label_map)
 
 
+class DatasetError(ValueError):
+    """The dataset root fails the cheap checks ``bmvit train`` runs at start-up."""
+
+
+def check_data(data_cfg: DataConfig) -> None:
+    """``bmvit data check``'s cheap part (files present and parsing, boxes in range, every annotated
+    video's frames or file there): a run on a broken root stops now, with every problem named, not
+    hours later at the first clip that needs the missing file."""
+    from bmvit.data.check import quick_check
+
+    problems = quick_check(data_cfg)
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise DatasetError(f"the dataset at {data_cfg.root!r} cannot be trained on ({len(problems)} problem(s); "
+                           f"`bmvit data check {data_cfg.root}` gives the full report):\n  {shown}")
+
+
 def select_device(name: str) -> torch.device:
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; asking for CUDA without one is a ConfigError."""
     if name == "auto":
@@ -459,7 +476,8 @@ def _fit(config: Config, resume: bool, device: torch.device, amp_dtype: torch.dt
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     out_dir = Path(config.train.out_dir)
     main = dist_utils.is_main_process()
-    classes = read_class_info(config.data)  # errors about the data come before any building
+    check_data(config.data)  # errors about the data come before any building
+    classes = read_class_info(config.data)
     model = create_model_from_config(config.model, len(classes.class_ids)).to(device)
     if model.config.num_classes != len(classes.class_ids):
         raise ConfigError(

@@ -107,7 +107,7 @@ def test_resume_with_another_model_config_is_refused(tiny_dataset, tmp_path, tin
 
 def test_data_root_without_annotations_fails_before_building(tmp_path, tiny_overrides):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="train_csv"):
+    with pytest.raises(trainer.DatasetError, match=r"cannot be trained on(.|\n)*ava_train_v2.2.csv: train annotations not found"):
         trainer.fit(load_config(CONFIG, tiny_overrides(tmp_path / "empty", tmp_path / "run")))
     assert not (tmp_path / "run").exists()
 

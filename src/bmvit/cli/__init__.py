@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("config", "show the resolved configuration with each field's meaning"),
     "ava-eval": ("ava_eval", "frame-mAP of a detections CSV, exactly as the official AVA evaluator"),
     "synth": ("synth", "write the synthetic AVA-format dataset"),
+    "data": ("data", "prepare AVA from downloaded videos, or check a dataset root before training"),
     "bench": ("bench", "time bmvit on this machine, as ratios to references measured in the same run"),
     "predict": ("predict", "detect actors and actions in videos: AVA CSV, JSON, annotated video"),
     "explain": ("explain", "the paper's Fig. 3 for one key frame: p(actor) map, token boxes, attention"),
