@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from bmvit import distributed as dist_utils
 from bmvit.data.transforms import normalize_clips
+from bmvit.postprocess import outputs_to_host
 
 log = logging.getLogger("bmvit.train")
 
@@ -263,7 +264,7 @@ def predict_rows(
         clips, device_targets = prepare_batch(clips, targets, ctx)
         with autocast(ctx):
             outputs = run_model(model, clips, device_targets)
-        results = postprocess(_to_host(outputs))
+        results = postprocess(outputs_to_host(outputs))
         for result, target in zip(results, targets):
             if target.get("bad_clips"):
                 ctx.bad_clips_seen += len(target["bad_clips"])
@@ -272,19 +273,6 @@ def predict_rows(
     bar.close()
     gathered = dist_utils.gather_to_main(rows)
     return None if gathered is None else [row for part in gathered for row in part]
-
-
-def _to_host(outputs: dict[str, Any]) -> dict[str, Any]:
-    """Model outputs as float32 CPU tensors (lists of tensors too); other values as they are."""
-
-    def move(value: Any) -> Any:
-        if torch.is_tensor(value):
-            return value.float().cpu() if value.is_floating_point() else value.cpu()
-        if isinstance(value, (list, tuple)) and value and all(torch.is_tensor(v) for v in value):
-            return type(value)(move(v) for v in value)
-        return value
-
-    return {k: move(v) for k, v in outputs.items()}
 
 
 def _rows_for_keyframe(result, target, class_ids_arr, keep, max_rows) -> list[tuple]:

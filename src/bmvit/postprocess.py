@@ -13,6 +13,8 @@ Shared by evaluation and the predictor, so both score tokens the same way (DESIG
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -92,3 +94,24 @@ def greedy_nms(boxes_xyxy: Tensor, iou_threshold: float) -> Tensor:
         if not dropped[i]:
             dropped |= overlaps[i] & (index > i)
     return torch.nonzero(~dropped).flatten()
+
+
+def outputs_to_host(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Model outputs on the host: every floating tensor (also inside lists, tuples and dicts) as float32
+    CPU, other tensors on the CPU, anything else as it is.
+
+    One ``.float().cpu()`` per tensor of the whole batch: each device-to-host copy waits for the
+    device, so copying once per batch rather than once per key frame keeps the waits to one.
+    """
+
+    def move(value: Any) -> Any:
+        if torch.is_tensor(value):
+            return value.float().cpu() if value.is_floating_point() else value.cpu()
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)) and any(torch.is_tensor(v) or isinstance(v, (dict, list, tuple))
+                                                    for v in value):
+            return type(value)(move(v) for v in value)
+        return value
+
+    return {k: move(v) for k, v in outputs.items()}

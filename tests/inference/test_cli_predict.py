@@ -5,6 +5,7 @@ import json
 import warnings
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -71,6 +72,7 @@ def test_bad_inputs_give_clear_errors_and_no_output(model_file, make_video, tmp_
         (["--weights", str(model_file), "--source", str(not_video)], 1, "cannot open"),
         (["--weights", str(model_file), "--source", str(video), "--fps", "0"], 2, "--fps must be > 0"),
         (["--weights", str(model_file), "--source", str(video), "--nms-iou", "1.5"], 2, "nms_iou must be in [0, 1)"),
+        (["--weights", str(model_file), "--source", str(video), "--batch-size", "-1"], 2, "--batch-size must be >= 0"),
     ]
     for args, code, message in cases:
         assert main(["predict", *args, "--out", str(out), "--device", "cpu"]) == code, args
@@ -88,3 +90,26 @@ def test_folder_of_videos_gets_one_csv_each(model_file, make_video, tmp_path):
                  "--device", "cpu", "--nms-iou", "0.5"]) == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.csv", "a.json", "b.csv", "b.json"]
     assert json.loads((tmp_path / "o" / "a.json").read_text())["nms_iou"] == 0.5  # the option is recorded
+
+
+def test_amp_and_batch_size_options(model_file, make_video, tmp_path):
+    video = make_video(tmp_path / "v.mp4", 75)
+    rows = {}
+    for name, options in {"exact": ["--amp", "off"], "bf16": ["--amp", "bf16", "--batch-size", "2"]}.items():
+        assert main(["predict", "--weights", str(model_file), "--source", str(video), "--out", str(tmp_path / name),
+                     "--device", "cpu", "--threshold", "0", "--max-rows", "0", *options]) == 0
+        with open(tmp_path / name / "v.csv") as f:
+            rows[name] = list(csv.reader(f))
+    assert len(rows["exact"]) == len(rows["bf16"]) == 3 * 16 * 9  # 3 key frames x 16 tokens x 9 classes
+    # Within each (second, action), the sorted scores: a pairing within 0.05 implies sorted ones within 0.05,
+    # whatever order near-equal scores take.
+    groups = {name: {} for name in rows}
+    for name, table in rows.items():
+        for video_id, second, *_box, action, score in table:
+            groups[name].setdefault((video_id, second, action), []).append(float(score))
+    assert groups["exact"].keys() == groups["bf16"].keys()
+    for key, scores in groups["exact"].items():
+        np.testing.assert_allclose(sorted(scores), sorted(groups["bf16"][key]), rtol=0, atol=0.05, err_msg=str(key))
+    with pytest.raises(SystemExit):  # argparse's own error (exit status 2) for an unknown choice
+        main(["predict", "--weights", str(model_file), "--source", str(video), "--out", str(tmp_path / "x"),
+              "--amp", "fp16"])

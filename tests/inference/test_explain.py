@@ -7,6 +7,7 @@ import torch
 
 import bmvit
 from bmvit.cli import main
+from bmvit.data.transforms import normalize_clips
 from bmvit.inference.explain import explain, save_explanation
 from bmvit.inference.predictor import Predictor
 
@@ -25,9 +26,11 @@ def test_explanation_holds_the_models_own_attention(predictor, synthetic_video):
     assert expl.selected == np.argsort(-expl.p_actor.reshape(-1), kind="stable")[:3].tolist()
     # Recompute the forward pass: the maps are its last-block attention rows of the central query
     # slice, averaged over heads (class-token column dropped: each map sums to less than 1).
-    clip, _ = predictor.transform(expl.frames, {})
+    clip, _ = predictor.transform(expl.frames, {})  # uint8, normalised as the training loop does
+    assert clip.dtype == torch.uint8
+    inputs = normalize_clips(clip[None], predictor.spec.mean, predictor.spec.std)
     with torch.no_grad():
-        attention = predictor.model(clip[None], return_attention=True)["attention"][0]  # [heads, 4, 4, 4, Tk, Hk, Wk]
+        attention = predictor.model(inputs, return_attention=True)["attention"][0]  # [heads, 4, 4, 4, Tk, Hk, Wk]
     for row, token in enumerate(expl.selected):
         y, x = divmod(token, 4)
         expected = attention[:, 2, y, x].mean(0).numpy()
@@ -64,3 +67,13 @@ def test_cli_explain_and_its_errors(model_file, synthetic_video, tmp_path, capsy
                  "--out", str(tmp_path / "late.png"), "--device", "cpu"]) == 2
     assert "outside video scene (0 to 3.00 s)" in capsys.readouterr().err
     assert not (tmp_path / "late.png").exists()
+
+
+def test_explanation_under_bf16_autocast_is_float32_and_close(model_file, synthetic_video, predictor):
+    # The CPU's bf16 autocast runs the code path a GPU's does (amp="auto" there).
+    bf16 = Predictor(bmvit.load(model_file), device="cpu", threshold=0.0, amp="bf16")
+    fast = explain(bf16, synthetic_video, 2.0, max_tokens=3)
+    exact = explain(predictor, synthetic_video, 2.0, max_tokens=3)
+    assert fast.attention.dtype == fast.p_actor.dtype == np.float32
+    np.testing.assert_allclose(fast.p_actor, exact.p_actor, rtol=0, atol=0.05)
+    np.testing.assert_allclose(fast.attention, exact.attention, rtol=0, atol=0.05)

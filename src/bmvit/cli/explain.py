@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from bmvit.cli.predict import AMP_CHOICES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="bmvit model file")
@@ -19,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None, help="p(actor) threshold (default: the checkpoint's)")
     parser.add_argument("--max-tokens", type=int, default=4, help="tokens whose attention is shown (default 4)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                        help="mixed precision of the forward pass: auto = bf16 autocast on a CUDA device that "
+                             "supports it, float32 on a CPU; bf16; off = float32 (default auto)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         predictor = Predictor(load(args.weights, device=args.device), device=args.device, threshold=args.threshold,
-                              on_warning=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+                              on_warning=lambda msg: print(f"warning: {msg}", file=sys.stderr), amp=args.amp)
         explanation = explain(predictor, args.source, args.time, max_tokens=args.max_tokens)
     except (FileNotFoundError, ValueError, TypeError) as err:
         print(f"bmvit explain: error: {err}", file=sys.stderr)

@@ -3,13 +3,17 @@
     bmvit predict --weights runs/demo/model.safetensors --source street.mp4 --out runs/predict --render
 
 ``--source`` is a video file, an AVA-style frame folder (``<id>/<id>_%06d.jpg``) or a folder of video
-files. Exit status: 0 when every video was predicted (warnings, e.g. a truncated file, are printed),
+files. On a GPU (``--device cuda``, or ``auto`` where CUDA is available) the model runs under bf16
+autocast (``--amp``) on batches of 16 key frames, and a background thread decodes the next frames
+while the GPU works. Exit status: 0 when every video was predicted (warnings, e.g. a truncated file, are printed),
 1 when a video could not be predicted at all, 2 for unusable arguments or weights.
 """
 
 from __future__ import annotations
 
 import argparse
+
+AMP_CHOICES = ("auto", "bf16", "off")  # bmvit.inference.predictor.AMP_CHOICES, without importing torch for --help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nms-iou", type=float, default=0.0,
                         help="class-agnostic NMS of the boxes at this IoU (default 0 = none, as the method)")
     parser.add_argument("--render", action="store_true", help="also write an annotated H.264 video per input")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--batch-size", type=int, default=4, help="clips per forward pass (default 4)")
+    parser.add_argument("--device", default="auto",
+                        help="auto | cpu | cuda | cuda:N (default auto: CUDA when available)")
+    parser.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                        help="mixed precision of the forward pass: auto = bf16 autocast on a CUDA device that "
+                             "supports it, float32 on a CPU; bf16; off = float32 (default auto)")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="key-frame clips per forward pass (default 0 = by device: 16 on CUDA, 4 on a CPU)")
     parser.add_argument("--max-rows", type=int, default=50,
                         help="AVA CSV rows per key frame, highest scores first (default 50, the official cap; 0 = all)")
     parser.add_argument("--time-offset", type=float, default=0.0,
@@ -57,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if not args.fps > 0:
         return error(f"--fps must be > 0, got {args.fps}", 2)
-    if args.max_det < 0 or args.max_rows < 0 or args.threads < 0:
-        return error(f"--max-det, --max-rows and --threads must be >= 0, got {args.max_det}, {args.max_rows} and "
-                     f"{args.threads}", 2)
+    if args.max_det < 0 or args.max_rows < 0 or args.threads < 0 or args.batch_size < 0:
+        return error(f"--max-det, --max-rows, --threads and --batch-size must be >= 0, got {args.max_det}, "
+                     f"{args.max_rows}, {args.threads} and {args.batch_size}", 2)
     if args.threads:
         import torch
 
@@ -68,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
         videos = list_sources(Path(args.source))
         model = load(weights, device=args.device)
         predictor = Predictor(model, device=args.device, threshold=args.threshold, max_detections=args.max_det or None,
-                              batch_size=args.batch_size, nms_iou=args.nms_iou,
+                              batch_size=args.batch_size or None, nms_iou=args.nms_iou,
                               on_warning=lambda msg: tqdm.write(f"warning: {msg}", file=sys.stderr),
-                              frames_fps=args.frames_fps)
+                              frames_fps=args.frames_fps, amp=args.amp)
     except (FileNotFoundError, ValueError, TypeError, RuntimeError) as err:
         return error(str(err), 2)
     failed = []

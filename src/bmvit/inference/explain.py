@@ -24,6 +24,7 @@ from torch import Tensor
 
 from bmvit.box_ops import box_cxcywh_to_xyxy
 from bmvit.inference.predictor import KeyFrame, Predictor, clip_frame_indices
+from bmvit.postprocess import outputs_to_host
 from bmvit.inference.results import Detections
 
 
@@ -74,9 +75,14 @@ def explain(predictor: Predictor, source: str | os.PathLike, time_s: float, max_
     spec = predictor.spec
     key_index, indices = clip_frame_indices(time_s, spec, plan.video_fps, plan.num_frames)
     frames = plan.source.read_frames(indices)
-    clip, _ = predictor.transform(frames, {})
+    clip, _ = predictor.transform(frames, {})  # uint8 [3, T, H', W'], resized as in training
     with torch.inference_mode():
-        outputs = predictor.model(clip[None].to(predictor.device), return_attention=True)
+        # The predictor's own preparation (normalised on the device) and precision, so that the figure
+        # shows what `bmvit predict` computes for this key frame.
+        inputs = predictor.model_input(clip[None])
+        with predictor.autocast():
+            outputs = predictor.model(inputs, return_attention=True)
+    outputs = outputs_to_host(outputs)  # float32 on the CPU, the attention included
     result = predictor.postprocess(outputs)[0]
     n_sel, h, w = outputs["token_grid"]
     p_all = outputs["pred_actor"][0].float().softmax(-1)[:, 0].cpu()

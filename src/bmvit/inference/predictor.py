@@ -4,25 +4,34 @@ A video file (anything PyAV decodes, any frame rate, size and aspect ratio) or a
 cut into key frames every ``1 / fps`` seconds. Each key frame gets a clip sampled exactly as in
 training (``VideoFileSource.read_clip_at_time``): ``T`` frames at the checkpoint's stride on its
 frame timeline (30 fps for AVA), centred on the key frame, clamped at the video's ends (the end
-frames repeat). The clip is resized as in training, the model scores every key-frame token, and
-``PostProcess`` keeps the tokens with ``p(actor) > threshold``; their boxes are mapped back to the
-original frame (identity for the square resize, undoing the padding for letterbox).
+frames repeat). Frames are prepared as the training loaders prepare them: resized in uint8
+(``build_transforms(..., output="uint8")``), then the uint8 batch is copied to the model's device and
+normalised there (``normalize_clips``). The model scores every key-frame token (under bf16 autocast
+on a CUDA device that supports it), its outputs come to the host once per batch, and ``PostProcess``
+keeps the tokens with ``p(actor) > threshold``; their boxes are mapped back to the original frame
+(identity for the square resize, undoing the padding for letterbox).
 
-The video is decoded once, forward, with a sliding window: a frame is preprocessed when decoded,
-kept while a pending clip still needs it and dropped after, so memory is bounded by one clip span
-whatever the video's length. ``predict(..., stream=True)`` yields key frame by key frame.
+The video is decoded once, forward, in a background thread that feeds a bounded queue of resized
+uint8 frames, so that decoding the next frames overlaps the model's forward pass. The consumer keeps
+a sliding window: a frame is kept while a pending clip still needs it and dropped after, so memory
+is bounded by one clip span plus the queue whatever the video's length. ``predict(...,
+stream=True)`` yields key frame by key frame.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import os
+import queue
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,8 +40,12 @@ from torch import Tensor, nn
 from bmvit.data.video import ClipSource, FrameFolderSource, VideoFileSource, clip_indices, resample_indices
 from bmvit.inference.results import Detections
 from bmvit.models.weights import ASSETS_DIR
+from bmvit.postprocess import outputs_to_host
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+AMP_CHOICES = ("auto", "bf16", "off")
+CPU_BATCH_SIZE, CUDA_BATCH_SIZE = 4, 16
+"""Clips per forward pass when none is asked for: a GPU needs a larger batch to be kept busy."""
 SHIPPED_WEIGHTS = ASSETS_DIR / "bmvit_mvit_tiny_synthetic.safetensors"
 """The tiny checkpoint of ``bmvit demo`` on the synthetic dataset (val frame-mAP 0.646; BENCHMARKS.md),
 used when no weights are given (when the package ships it)."""
@@ -115,6 +128,116 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or None for full float32.
+
+    ``"auto"``: bf16 on a CUDA device that supports it (Ampere and later), float32 elsewhere (a CPU's
+    bf16 autocast is slower than float32 on most CPUs). ``"bf16"``: bf16 wherever asked, CPU included;
+    a CUDA device without bf16 is an error rather than a silent fallback. ``"off"``: float32.
+    """
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
+    if amp == "off":
+        return None
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if amp == "auto":
+        return torch.bfloat16 if cuda_bf16 else None
+    if device.type == "cuda" and not cuda_bf16:
+        raise ValueError(f"amp='bf16': the CUDA device {device} does not support bfloat16; use amp='off'")
+    return torch.bfloat16
+
+
+def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """Clips per forward pass: ``batch_size`` itself, or for None 16 on CUDA and 4 elsewhere."""
+    if batch_size is None:
+        return CUDA_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+    try:
+        value = operator.index(batch_size)  # any integer type (numpy's too), no float
+    except TypeError:
+        value = 0
+    if isinstance(batch_size, bool) or value < 1:
+        raise ValueError(f"batch_size must be >= 1 (or None: by device), got {batch_size!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# decoding in a background thread
+
+_Item = TypeVar("_Item")
+_END = object()  # the producer's last word when it ran out
+
+
+class _Failure:
+    """An exception raised in the producer thread, carried over the queue to the consumer."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _prefetch(produce: Callable[[], Iterator[_Item]], maxsize: int, poll_s: float = 0.05,
+              name: str = "bmvit-decode") -> Iterator[_Item]:
+    """The items of ``produce()``, computed ahead in a background thread, at most ``maxsize`` waiting.
+
+    The producer runs while the consumer works on earlier items (PyAV's decoder and torch's resize
+    release the GIL, so both really run at once). An exception in the producer is raised here, the
+    same object with its message and the producer's traceback. When the consumer stops early (this
+    generator closed or garbage-collected), the producer sees the stop event within ``poll_s`` of
+    its next ``put`` (a blocking ``put`` would wait forever on a full queue nobody reads), closes its
+    iterator (the video file with it), and the thread is joined before this generator returns.
+    """
+    items: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        """Queue ``item``; False when the consumer has gone (then nothing more is produced)."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=poll_s)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        iterator = None
+        try:
+            iterator = produce()
+            for item in iterator:
+                if not offer(item):
+                    return
+        except BaseException as err:  # noqa: BLE001 - carried to the consumer and raised there
+            offer(_Failure(err))
+            return
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # a generator's own finally blocks (the video file's close) run here, in this thread
+        offer(_END)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = items.get(timeout=poll_s)
+            except queue.Empty:
+                # A producer always says _END or _Failure before it returns, unless told to stop; an
+                # empty queue behind a dead thread would otherwise hang the consumer for good.
+                if not thread.is_alive() and items.empty():
+                    raise RuntimeError("the decoding thread stopped without finishing") from None
+                continue
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def open_source(source: str | os.PathLike | ClipSource, frames_fps: float = 30.0) -> ClipSource:
@@ -228,7 +351,8 @@ class _FrameStream:
 
     A video file is decoded forward from its start (no seeking); frames nobody wants are decoded but
     not converted to RGB. Decoding that stops early (the end of a truncated file, a decoder error)
-    ends the iteration; ``last_index``, ``complete`` and ``error`` then say where and why.
+    ends the iteration; ``last_index``, ``complete`` and ``error`` then say where and why. The
+    predictor iterates it in its decoding thread: read those attributes once that thread has ended.
     """
 
     def __init__(self, source: ClipSource) -> None:
@@ -298,15 +422,26 @@ class Predictor:
         threshold: keep tokens with ``p(actor) > threshold``; default: the checkpoint's (0.3).
         max_detections: keep at most this many boxes per key frame, the most confident (None: all).
         nms_iou: 0 = no NMS (the method's default); else class-agnostic greedy NMS at this box IoU.
-        batch_size: clips per forward pass.
+        batch_size: clips per forward pass; None: 16 on CUDA, 4 on a CPU.
         on_warning: called with each message about a video (truncated, too short); default:
             ``warnings.warn(message, VideoInputWarning)``.
         frames_fps: frame rate of frame-folder sources (AVA extracts frames at 30 fps).
+        amp: ``"auto"`` (bf16 autocast on a CUDA device that supports it, float32 elsewhere), ``"bf16"``
+            or ``"off"``. The outputs are float32 either way (see ``resolve_amp``).
+        prefetch_frames: resized frames the decoding thread may hold ready (the queue's bound); None:
+            one batch of clips' worth (``batch_size * T``, at least ``2 T``); 0: decode in the calling
+            thread, no background thread.
+
+    Attributes:
+        transform: a frame list ``uint8 [N, H, W, 3]`` -> ``(uint8 [3, N, H', W'], target)``, resized as in
+            training; ``model_input`` finishes it (normalisation, on the device).
+        amp_dtype: the autocast dtype (``torch.bfloat16``) or None.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto", threshold: float | None = None,
-                 max_detections: int | None = None, batch_size: int = 4, nms_iou: float = 0.0,
-                 on_warning: Callable[[str], None] | None = None, frames_fps: float = 30.0) -> None:
+                 max_detections: int | None = None, batch_size: int | None = None, nms_iou: float = 0.0,
+                 on_warning: Callable[[str], None] | None = None, frames_fps: float = 30.0, amp: str = "auto",
+                 prefetch_frames: int | None = None) -> None:
         from bmvit.data.transforms import build_transforms
         from bmvit.postprocess import PostProcess
 
@@ -315,9 +450,11 @@ class Predictor:
         if not isinstance(model, BMViT):
             raise TypeError(f"Predictor runs single-stage BMViT detectors; got a {type(model).__name__} (a two-stage "
                             "model needs person boxes from a detector and is evaluated with `bmvit eval`)")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
+        self.batch_size = resolve_batch_size(batch_size, self.device)
+        self.amp_dtype = resolve_amp(amp, self.device)
+        if prefetch_frames is not None and prefetch_frames < 0:
+            raise ValueError(f"prefetch_frames must be >= 0 (0: no decoding thread) or None, got {prefetch_frames}")
         self.model = model.to(self.device).eval()
         meta = model_metadata_or_defaults(model)
         num_classes = int(model.config.num_classes)
@@ -329,10 +466,14 @@ class Predictor:
         self.nms_iou = float(nms_iou)
         self.postprocess = PostProcess(self.threshold, top_k=max_detections, nms_iou=self.nms_iou)
         self.spec = ClipSpec.from_model(model)
+        # The loaders' uint8 pipeline: the resize is torch's uint8 kernel (much cheaper than
+        # the float one on a CPU core, which the decoding thread shares), the frames stay a quarter
+        # of the float size in the queue and the window, and the host-to-device copy moves uint8.
         self.transform = build_transforms(False, self.spec.input_hw, mean=self.spec.mean, std=self.spec.std,
-                                          resize=self.spec.resize)
-        self.batch_size = batch_size
+                                          resize=self.spec.resize, output="uint8")
         self.frames_fps = frames_fps
+        self.prefetch_frames = (max(2, self.batch_size) * self.spec.num_frames if prefetch_frames is None
+                                else int(prefetch_frames))
         self._warn = on_warning or (lambda msg: warnings.warn(msg, VideoInputWarning, stacklevel=4))
 
     # --- planning
@@ -385,27 +526,34 @@ class Predictor:
         # uses[i]: clips not yet assembled that need frame i; a frame leaves the window at zero.
         uses = Counter(i for k in keyframes for i in set(k.clip_indices.tolist()))
         window: dict[int, Tensor] = {}
-        last_rgb: tuple[int, Tensor] | None = None
+        last_frame: tuple[int, Tensor] | None = None
         next_kf = 0
         batch: list[tuple[KeyFrame, Tensor]] = []
-        for index, rgb in reader.frames(wanted):
-            window[index] = self._preprocess(rgb)
-            last_rgb = (index, window[index])
-            while next_kf < len(keyframes) and int(keyframes[next_kf].clip_indices[-1]) <= index:
-                kf = keyframes[next_kf]
-                batch.append((kf, self._assemble(kf.clip_indices, window)))
-                next_kf += 1
-                for i in set(kf.clip_indices.tolist()):
-                    uses[i] -= 1
-                    if uses[i] == 0:
-                        del window[i]
-                if len(batch) == self.batch_size:
-                    yield from self._detect(batch, plan)
-                    batch = []
+        frames = self._prepared_frames(reader, wanted)
+        try:
+            for index, frame in frames:
+                window[index] = frame
+                last_frame = (index, frame)
+                while next_kf < len(keyframes) and int(keyframes[next_kf].clip_indices[-1]) <= index:
+                    kf = keyframes[next_kf]
+                    batch.append((kf, self._assemble(kf.clip_indices, window)))
+                    next_kf += 1
+                    for i in set(kf.clip_indices.tolist()):
+                        uses[i] -= 1
+                        if uses[i] == 0:
+                            del window[i]
+                    if len(batch) == self.batch_size:
+                        yield from self._detect(batch, plan)
+                        batch = []
+        finally:
+            # Stops and joins the decoding thread now, also when the consumer stops early, rather
+            # than whenever the generator happens to be garbage-collected.
+            frames.close()
+        # The thread has ended: what it recorded in ``reader`` (last_index, complete, error) is final.
         last = -1
-        if last_rgb is not None:  # kept for padding even when no pending clip counted on it
-            last = last_rgb[0]
-            window[last] = last_rgb[1]
+        if last_frame is not None:  # kept for padding even when no pending clip counted on it
+            last = last_frame[0]
+            window[last] = last_frame[1]
         while next_kf < len(keyframes) and 0 <= keyframes[next_kf].frame_index <= last:
             # Past the decoded end the clip repeats the last decoded frame, as at any video's end.
             kf = keyframes[next_kf]
@@ -434,22 +582,77 @@ class Predictor:
         self._note(plan, message)
 
     def _preprocess(self, rgb: np.ndarray) -> Tensor:
-        """``uint8 [H, W, 3]`` -> the model's normalised ``float32 [3, H', W']`` (resized as in training)."""
+        """``uint8 [H, W, 3]`` -> ``uint8 [3, H', W']``, resized as in training (not yet normalised)."""
         clip, _ = self.transform(rgb[None], {})
         return clip[:, 0]
+
+    def _prepared_frames(self, reader: _FrameStream, wanted: np.ndarray) -> Iterator[tuple[int, Tensor]]:
+        """``(index, uint8 [3, H', W'])`` for the ``wanted`` frames: decoded and resized in a background
+        thread (``prefetch_frames`` > 0) or here. Close the iterator to stop the thread."""
+
+        def produce() -> Iterator[tuple[int, Tensor]]:
+            for index, rgb in reader.frames(wanted):
+                yield index, self._preprocess(rgb)
+
+        if self.prefetch_frames == 0:
+            return produce()
+        return _prefetch(produce, self.prefetch_frames)
 
     @staticmethod
     def _assemble(indices: np.ndarray, window: dict[int, Tensor]) -> Tensor:
         return torch.stack([window[int(i)] for i in indices], dim=1)  # [3, T, H, W]
 
+    def _stack(self, clips: list[Tensor]) -> Tensor:
+        """``[3, T, H, W]`` clips -> ``[B, 3, T, H, W]``, in page-locked memory when the model is on CUDA so
+        that the copy to the device is asynchronous."""
+        if self.device.type != "cuda":
+            return torch.stack(clips)
+        out = torch.empty((len(clips), *clips[0].shape), dtype=clips[0].dtype, pin_memory=True)
+        return torch.stack(clips, out=out)
+
+    def model_input(self, clips: Tensor) -> Tensor:
+        """The model's input on its device: ``float32 [B, 3, T, H, W]`` normalised with the checkpoint's
+        mean/std, from ``uint8 [B, 3, T, H, W]`` (``transform``'s clips, normalised here on the device)
+        or from float clips already normalised (moved, otherwise unchanged)."""
+        from bmvit.data.transforms import normalize_clips
+
+        if self.device.type == "cuda" and clips.device.type == "cpu":
+            # non_blocking only overlaps with the host from page-locked memory; the normalisation
+            # that follows is queued behind the copy on the same stream.
+            clips = (clips if clips.is_pinned() else clips.pin_memory()).to(self.device, non_blocking=True)
+        else:
+            clips = clips.to(self.device)
+        return normalize_clips(clips, self.spec.mean, self.spec.std)
+
+    def autocast(self) -> AbstractContextManager:
+        """The mixed-precision context of the forward pass (``amp_dtype``), or a no-op."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
     @torch.inference_mode()
     def forward_clips(self, clips: Tensor) -> tuple[dict[str, Any], list[dict[str, Tensor]]]:
-        """Model outputs and post-processed results for ``clips [B, 3, T, H, W]`` (normalised)."""
-        outputs = self.model(clips.to(self.device))
+        """Model outputs and post-processed results for a batch of clips.
+
+        Args:
+            clips: ``uint8 [B, 3, T, H, W]`` resized by ``transform`` (normalised on the device), or
+                ``float32 [B, 3, T, H, W]`` already normalised; on any device.
+
+        Returns:
+            ``(outputs, results)``: the model's outputs on the host, floating tensors as float32
+            (``pred_boxes [B, N, 4]``, ``pred_actor [B, N, 2]``, ``pred_actions [B, N, C]``, ...), and
+            ``PostProcess``'s ``B`` results, computed on the host from those.
+        """
+        inputs = self.model_input(clips)
+        with self.autocast():
+            outputs = self.model(inputs)
+        # One copy to the host per output for the whole batch (each one waits for the device), and
+        # float32 before PostProcess whatever the autocast dtype.
+        outputs = outputs_to_host(outputs)
         return outputs, self.postprocess(outputs)
 
     def _detect(self, batch: list[tuple[KeyFrame, Tensor]], plan: VideoPlan) -> list[Detections]:
-        _, results = self.forward_clips(torch.stack([clip for _, clip in batch]))
+        _, results = self.forward_clips(self._stack([clip for _, clip in batch]))
         return [self.to_detections(result, kf, plan) for (kf, _), result in zip(batch, results)]
 
     def to_detections(self, result: dict[str, Tensor], keyframe: KeyFrame, plan: VideoPlan) -> Detections:
@@ -565,9 +768,10 @@ def predict_to_files(weights_path: str | os.PathLike, video_path: str | os.PathL
 
     Keyword arguments go to ``write_predictions`` (``fps``, ``max_rows_per_keyframe``, ``time_offset``,
     ``progress``) or to ``Predictor`` (``device``, ``threshold``, ``max_detections``, ``batch_size``,
-    ``nms_iou``).
+    ``nms_iou``, ``on_warning``, ``frames_fps``, ``amp``, ``prefetch_frames``).
     """
-    predictor_keys = {"device", "threshold", "max_detections", "batch_size", "nms_iou", "on_warning"}
+    predictor_keys = {"device", "threshold", "max_detections", "batch_size", "nms_iou", "on_warning", "frames_fps",
+                      "amp", "prefetch_frames"}
     predictor = Predictor(load(weights_path), **{k: v for k, v in kwargs.items() if k in predictor_keys})
     return write_predictions(predictor, video_path, out_dir, render=render,
                              **{k: v for k, v in kwargs.items() if k not in predictor_keys})
@@ -585,6 +789,8 @@ __all__ = [
     "load",
     "open_source",
     "predict_to_files",
+    "resolve_amp",
+    "resolve_batch_size",
     "resolve_device",
     "write_predictions",
 ]
