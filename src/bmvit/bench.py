@@ -20,7 +20,9 @@ Sections (``--only``):
 - ``step``: a training step of ``bmvit_mvitv2_s`` at batch 1 (forward, criterion, backward, AdamW) and
   the criterion's share of it; then the same steps fed by a 2-worker data loader.
 - ``loader``: clips/s of the training data loader on a synthetic dataset, from video files and from
-  frame folders, with 0, 1 and 2 workers.
+  frame folders, with 0, 1 and 2 workers. With ``data_roots`` (``--data ROOT``, repeatable): on those
+  AVA-layout roots instead, with 0 and 1 workers, each against Pillow's full-size decode of the same
+  JPEGs (``bench_loader_root``); ``write_ava_layout`` (``scripts/make_ava_layout.py``) writes such roots.
 - ``evaluator``: the frame-mAP evaluator on 100k detection rows (``evaluation.bench.bench_evaluator``).
 - ``predict``: ``Predictor`` key frames/s end to end (decode, preprocess, model, postprocess) on a
   synthetic video, and its time per key frame over one forward pass of the detector.
@@ -384,6 +386,103 @@ def bench_step(name: str, input_size: tuple[int, int, int], repeats: int, refere
             "criterion_median_s": statistics.median(criterion_s[len(fns):])}
 
 
+def write_ava_layout(root: str | os.PathLike, *, num_videos: int = 2, num_frames: int = 400,
+                     size: tuple[int, int] = (1280, 720), quality: int = 90, seed: int = 0,
+                     frames: bool = True, videos: bool = False) -> dict[str, Any]:
+    """Write an AVA-layout root for loader benchmarks: ``frames/<vid>/<vid>_%06d.jpg`` (30 fps, JPEG at
+    ``quality``), optionally ``videos/<vid>.mp4`` (H.264 of the same frames), the train annotation CSV
+    with one key frame per second (AVA seconds 902 .. 900 + seconds - 2, two people each), the label
+    map and a PySlowFast frame list.
+
+    ``size`` is (width, height). Frames are a smooth background with moving rectangles and ellipses
+    plus pixel noise (sigma ~3), which JPEG-compresses like camera footage (~0.5-1 bit/pixel at
+    quality 90); flat colours would decode unrealistically fast. Returns what was written.
+    """
+    import csv
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    seconds = num_frames // 30
+    if seconds < 4:
+        raise ValueError(f"write_ava_layout: need at least 120 frames (4 s) for a key frame, got {num_frames}")
+    out = Path(root)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    (out / "frame_lists").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    noise_bank = [rng.normal(0, 3, (height, width, 3)).astype(np.int16) for _ in range(5)]
+    rows, ids = [], [f"bench{v:03d}" for v in range(num_videos)]
+    for v, vid in enumerate(ids):
+        phase = rng.uniform(0, 6.28, 3)
+        background = np.stack([96 + 60 * np.sin(xx / (97 + 13 * c) + yy / (131 - 11 * c) + phase[c])
+                               for c in range(3)], -1)
+        shapes = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.04, 0.2) * height,
+                   rng.uniform(-4, 4), rng.uniform(-3, 3), tuple(int(c) for c in rng.integers(0, 256, 3)),
+                   bool(rng.integers(2))) for _ in range(8)]
+        folder = out / "frames" / vid
+        if frames:
+            folder.mkdir(parents=True, exist_ok=True)
+        encoder = _H264Writer(out / "videos" / f"{vid}.mp4", width, height) if videos else None
+        for k in range(num_frames):
+            img = Image.fromarray(background.astype(np.uint8))
+            draw = ImageDraw.Draw(img)
+            for x, y, r, dx, dy, colour, ellipse in shapes:
+                cx, cy = (x + dx * k) % width, (y + dy * k) % height
+                (draw.ellipse if ellipse else draw.rectangle)((cx - r, cy - r * 1.6, cx + r, cy + r * 1.6), fill=colour)
+            pixels = np.clip(np.asarray(img, dtype=np.int16) + noise_bank[k % len(noise_bank)], 0, 255)
+            frame = pixels.astype(np.uint8)
+            if frames:
+                Image.fromarray(frame).save(folder / f"{vid}_{k + 1:06d}.jpg", quality=quality)
+            if encoder is not None:
+                encoder.write(frame)
+        if encoder is not None:
+            encoder.close()
+        for second in range(902, 900 + seconds - 1):
+            for person in range(2):
+                x1 = 0.1 + 0.4 * person
+                rows.append((vid, f"{second:04d}", f"{x1:.3f}", "0.200", f"{x1 + 0.3:.3f}", "0.900", 1 + person,
+                             person))
+    with open(out / "annotations" / "ava_train_v2.2.csv", "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    (out / "annotations" / "ava_action_list_v2.2_for_activitynet_2019.pbtxt").write_text(
+        'item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n  id: 2\n}\n')
+    if frames:
+        with open(out / "frame_lists" / "train.csv", "w") as f:
+            f.write("original_vido_id video_id frame_id path labels\n")
+            for v, vid in enumerate(ids):
+                f.writelines(f'{vid} {v} {k} {vid}/{vid}_{k + 1:06d}.jpg ""\n' for k in range(num_frames))
+    return {"root": str(out), "videos": ids, "num_frames": num_frames, "size": [width, height],
+            "keyframes": len(rows) // 2}
+
+
+class _H264Writer:
+    """H.264 (yuv420p, CRF 23, a key frame every 2 s like many web videos) for ``write_ava_layout``."""
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        import av
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(path), mode="w")
+        self.stream = self.container.add_stream("libx264", rate=30, options={
+            "crf": "23", "preset": "veryfast", "x264-params": "keyint=60:min-keyint=60:scenecut=0:threads=1"})
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.count = 0
+
+    def write(self, rgb) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = self.count
+        self.count += 1
+        self.container.mux(self.stream.encode(frame))
+
+    def close(self) -> None:
+        self.container.mux(self.stream.encode(None))
+        self.container.close()
+
+
 def _loader(root: str | os.PathLike, source: str, workers: int, num_frames: int, size: int, num_clips: int):
     """A training ``DataLoader`` (batch 1, augmentation on) over ``num_clips`` items, cycling the dataset."""
     from torch.utils.data import DataLoader
@@ -408,6 +507,143 @@ def bench_loader(root: str | os.PathLike, num_clips: int, num_frames: int, size:
             count = sum(1 for _ in batches)
             result[f"{source}_workers{num_workers}"] = count / (time.perf_counter() - start)
     return result
+
+
+def _read_clip(dataset, index: int, min_size: tuple[int, int] | None):
+    """What ``KeyFrameDataset.read_clip`` reads for key frame ``index``, with ``min_size`` passed to the source."""
+    k = dataset.keyframes[index]
+    src = dataset.source(k.video_id)
+    if k.frame_index is not None:
+        return src.read_clip(k.frame_index, dataset.num_frames, dataset.stride, min_size=min_size)
+    return src.read_clip_at_time(k.timestamp - dataset.time_offset, dataset.num_frames, dataset.stride, dataset.fps,
+                                 min_size=min_size)
+
+
+def _clip_jpegs(root: Path, dataset, index: int) -> list[str] | None:
+    """The frame files of key frame ``index``'s clip in ``root/frames`` (None without frame folders)."""
+    from bmvit.data.video import FrameFolderSource, clip_indices
+
+    k = dataset.keyframes[index]
+    folder = root / "frames" / k.video_id
+    if not folder.is_dir():
+        return None
+    src = FrameFolderSource(folder, k.video_id, fps=30.0)
+    indices = (src.clip_indices_at_time(k.timestamp - dataset.time_offset, dataset.num_frames, dataset.stride,
+                                        dataset.fps) if k.frame_index is None else
+               clip_indices(k.frame_index, dataset.num_frames, dataset.stride, src.num_frames))
+    return [src.frame_path(int(i)) for i in indices]
+
+
+def bench_loader_root(root: str | os.PathLike, num_frames: int = 16, size: int = 256, repeats: int = 3,
+                      max_clips: int = 32, workers: Iterable[int] = (0, 1), seed: int = 0) -> list[dict[str, Any]]:
+    """Training-loader clips/s on an AVA-layout ``root`` (``bmvit bench --only loader --data ROOT``): one result
+    per source found, frame folders (``ROOT/frames``) and/or video files (``ROOT/videos``).
+
+    Each result holds clips/s of, measured interleaved (one pass of each per round, ``repeats`` rounds,
+    median), over the same ``max_clips`` training key frames in a seeded random order (as a shuffled epoch):
+
+    - ``workers0``, ``workers1``, ...: a ``DataLoader`` (batch 1, training transforms, uint8 output) with
+      that many workers (0: in the calling process; a worker's start-up is not timed);
+    - ``read_full`` / ``read_min_size``: the source's ``read_clip`` alone (no transforms) at the stored size
+      and with ``min_size=(size, size)``;
+    - ``pillow_full_decode``: the reference, decoding the clip's JPEGs of ``ROOT/frames`` at full size with
+      Pillow (``np.asarray(Image.open(p).convert("RGB"))``), None without frame folders.
+
+    For one core, run the benchmark under ``taskset -c 0`` with ``--threads 1``.
+    """
+    import inspect
+    import random
+
+    import numpy as np
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    from bmvit.data.dataset import AVADataset, collate_fn
+
+    root = Path(root)
+    sources = [s for s, d in (("frames", "frames"), ("video", "videos")) if (root / d).is_dir()]
+    if not sources:
+        raise FileNotFoundError(f"bench: {root} has neither frames/ nor videos/ (an AVA-layout root is needed)")
+    workers = tuple(workers)
+    out = []
+    for source in sources:
+        extra = {"output": "uint8"} if "output" in inspect.signature(AVADataset).parameters else {}
+        dataset = AVADataset(root, "train", source=source, num_frames=num_frames, input_size=size, **extra)
+        order = list(range(len(dataset)))
+        random.Random(seed).shuffle(order)
+        order = order[:max_clips]
+        jpegs = [_clip_jpegs(root, dataset, i) for i in order]
+        min_size = (size, size)
+
+        def pillow(jpegs=jpegs) -> None:
+            for paths in jpegs:
+                for p in paths:
+                    np.asarray(Image.open(p).convert("RGB"))
+
+        def read(min_size, dataset=dataset, order=order) -> None:
+            for i in order:
+                _read_clip(dataset, i, min_size)
+
+        def loader(num_workers: int, dataset=dataset, order=order) -> float:
+            batches = iter(DataLoader(dataset, batch_size=1, num_workers=num_workers, collate_fn=collate_fn,
+                                      sampler=[order[-1], *order]))
+            next(batches)  # the worker's start-up and first clip are not timed
+            start = time.perf_counter()
+            for _ in batches:
+                pass
+            return time.perf_counter() - start
+
+        fns: dict[str, Callable[[], Any]] = {}
+        if all(j is not None for j in jpegs):
+            fns["pillow_full_decode"] = pillow
+        fns["read_full"] = lambda read=read: read(None)
+        fns["read_min_size"] = lambda read=read, m=min_size: read(m)
+        for w in workers:
+            fns[f"workers{w}"] = lambda w=w, loader=loader: loader(w)
+        _read_clip(dataset, order[0], None)  # warm-up: open the sources, import the decoders
+        _read_clip(dataset, order[0], min_size)
+        runs: dict[str, list[float]] = {name: [] for name in fns}
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                measured = fn()
+                runs[name].append(measured if isinstance(measured, float) else time.perf_counter() - start)
+        k = dataset.keyframes[order[0]]
+        stored = dataset.source(k.video_id).size
+        decoded = _read_clip(dataset, order[0], min_size).shape[1:3]
+        result = {"root": str(root), "source": source, "clip": [num_frames, size, size], "num_clips": len(order),
+                  "frame_size": list(stored), "decoded_size_at_min_size": list(decoded),
+                  "pillow_full_decode": None, "runs_s": runs}
+        for name, times in runs.items():
+            result[name] = len(order) / statistics.median(times)
+        out.append(result)
+    return out
+
+
+def _loader_root_rows(results: list[dict[str, Any]]) -> list[Row]:
+    rows = []
+    for r in results:
+        h, w = r["frame_size"]
+        where = f"{r['source']} {w}x{h} ({Path(r['root']).name})"
+        ref = r.get("pillow_full_decode")
+
+        def ratio(rate: float) -> tuple[float | None, str]:
+            return (ref / rate, "Pillow's full decode time") if ref else (None, "")
+
+        for key in sorted(k for k in r if k.startswith("workers")):
+            n = key[len("workers"):]
+            clips = f"{r['num_clips']} key frames, clips {r['clip'][0]}x{r['clip'][1]}"
+            rows.append(Row("loader", f"{where}: training clips, {n} worker{'s' if n != '1' else ''}", r[key],
+                            "clips/s", *ratio(r[key]), clips))
+        dh, dw = r["decoded_size_at_min_size"]
+        rows.append(Row("loader", f"{where}: read_clip at stored size", r["read_full"], "clips/s",
+                        *ratio(r["read_full"]), "source alone, no transforms"))
+        rows.append(Row("loader", f"{where}: read_clip, min_size {r['clip'][1]}", r["read_min_size"], "clips/s",
+                        *ratio(r["read_min_size"]), f"decoded at {dw}x{dh}"))
+        if ref:
+            rows.append(Row("loader", f"{where}: Pillow full decode of the same JPEGs", ref, "clips/s",
+                            note="reference: np.asarray(Image.open(p).convert('RGB'))"))
+    return rows
 
 
 def bench_predict(name: str, input_size: tuple[int, int, int], video: str | os.PathLike,
@@ -518,9 +754,14 @@ def machine_info() -> dict[str, Any]:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
+def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda _msg: None,
+                   data_roots: Iterable[str | os.PathLike] = ()) -> dict[str, Any]:
     """Run the sections of ``cfg`` on ``cfg.threads`` threads; returns the report (``rows`` for the table,
-    ``results`` with every number, ``machine``, ``config``, ``elapsed_s`` per section)."""
+    ``results`` with every number, ``machine``, ``config``, ``elapsed_s`` per section).
+
+    ``data_roots``: AVA-layout roots for the ``loader`` section (``bench_loader_root``) instead of its
+    synthetic dataset."""
+    data_roots = [os.fspath(r) for r in data_roots]
     sizes = cfg.sizes
     report: dict[str, Any] = {"machine": machine_info(), "config": asdict(cfg), "results": {}, "elapsed_s": {}}
     results = report["results"]
@@ -557,7 +798,9 @@ def run_benchmarks(cfg: BenchConfig, log: Callable[[str], None] = lambda _msg: N
         section("matcher", lambda: bench_matcher(cfg.repeats))
         section("step", lambda: bench_step(sizes.detector, sizes.detector_input, cfg.repeats, reference,
                                            dataset() if "loader" in cfg.sections else None))
-        section("loader", lambda: bench_loader(dataset(), sizes.loader_clips, *sizes.loader_input))
+        section("loader", lambda: {"roots": [r for root in data_roots for r in bench_loader_root(
+            root, *sizes.loader_input, repeats=cfg.repeats)]} if data_roots else bench_loader(
+            dataset(), sizes.loader_clips, *sizes.loader_input))
         section("evaluator", lambda: _bench_evaluator(sizes, cfg.repeats))
         section("predict", lambda: bench_predict(sizes.detector, sizes.detector_input,
                                                  Path(dataset()) / "videos" / "syn_train_000.mp4", reference))
@@ -591,6 +834,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         rows.append(Row("matcher", "criterion fwd+bwd (matching + losses)", 1e3 * r["criterion"]["median_s"], "ms"))
     rows += _step_rows(results)
     step_s = results.get("step", {}).get("step", {}).get("median_s")
+    rows += _loader_root_rows(results.get("loader", {}).get("roots", []))
     for key, rate in results.get("loader", {}).items():
         if key.startswith(("video_", "frames_")):
             source, workers = key.split("_workers")
@@ -723,7 +967,8 @@ def format_machine(report: dict[str, Any]) -> str:
 
 __all__ = ["FULL", "QUICK", "SECTIONS", "BenchConfig", "BenchSizes", "MatmulReference", "Row", "Timing",
            "bench_backbone",
-           "bench_loader", "bench_matcher", "bench_matmul", "bench_predict", "bench_step", "bench_torchvision",
+           "bench_loader", "bench_loader_root", "bench_matcher", "bench_matmul", "bench_predict", "bench_step",
+           "bench_torchvision",
            "format_machine", "format_table", "machine_info", "measure_train_memory", "random_targets",
            "run_benchmarks", "table_rows", "time_against_matmul", "time_interleaved", "time_runs",
-           "train_memory_in_subprocess"]
+           "train_memory_in_subprocess", "write_ava_layout"]

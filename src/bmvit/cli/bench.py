@@ -1,8 +1,12 @@
-"""``bmvit bench [--json OUT] [--quick] [--only a,b] [--threads N] [--repeats N]``: what bmvit costs here.
+"""``bmvit bench [--json OUT] [--quick] [--only a,b] [--threads N] [--repeats N] [--data ROOT ...]``: what
+bmvit costs here.
 
 Prints a table of times and rates, each with its ratio to a reference measured in the same run
 (this machine's fp32 matmul rate, torchvision's MViTv2-S when torchvision imports, the training
-step), and optionally writes every number as JSON. Sections: see ``bmvit.bench``.
+step), and optionally writes every number as JSON. Sections: see ``bmvit.bench``. ``--data ROOT``
+(repeatable) runs the loader section on AVA-layout roots (frame folders and/or videos) instead of its
+synthetic dataset, each against Pillow's full-size decode of the same JPEGs; for one core:
+``taskset -c 0 bmvit bench --only loader --threads 1 --data ROOT``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"run only these sections (the matmul reference always runs): {','.join(SECTION_NAMES)}")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement after one warm-up")
+    parser.add_argument("--data", action="append", default=None, metavar="ROOT",
+                        help="loader section: benchmark this AVA-layout root (ROOT/frames and/or ROOT/videos, "
+                             "annotations/ava_train_v2.2.csv) instead of a synthetic dataset; repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"bmvit bench: {err}", file=sys.stderr)
         return 2
-    report = run_benchmarks(cfg, log=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    if args.data and "loader" not in cfg.sections:
+        print("bmvit bench: --data is for the loader section (add it to --only)", file=sys.stderr)
+        return 2
+    report = run_benchmarks(cfg, log=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True),
+                            data_roots=args.data or ())
     print(format_machine(report))
     print(format_table(report["rows"]))
     if args.json:

@@ -454,36 +454,189 @@ def read_exclusions(path: PathLike) -> set[tuple[str, int]]:
     return out
 
 
-def read_frame_lists(path: PathLike, prefix: PathLike | None = None) -> dict[str, list[str]]:
-    """Read a PySlowFast frame list into ``{video_id: [frame path, ...]}`` in frame-id order.
+class FrameList(Sequence[str]):
+    """The frame paths of one video, in frame-id order, stored compactly: what ``read_frame_lists`` returns.
+
+    A video whose paths follow AVA's pattern ``<video_id>/<video_id>_%06d.jpg`` numbered 1, 2, ... in
+    frame-id order (every video of the official lists) is stored as its ``count`` alone, and each path
+    is made when asked for; any other video keeps its ``paths``. Either way it reads as the list of
+    paths (indexing, slicing, iteration, ``len``, ``==`` with a list), each joined to ``prefix``.
+
+    Attributes:
+        video_id: the video's id (the frame list's first column).
+        count: the number of frames.
+        prefix: joined in front of each path (``read_frame_lists``'s ``prefix``), or None.
+        paths: the explicit paths (prefix joined), or None for the standard pattern.
+    """
+
+    __slots__ = ("video_id", "count", "prefix", "paths")
+
+    def __init__(
+        self, video_id: str, count: int, prefix: str | None = None, paths: Sequence[str] | None = None
+    ) -> None:
+        if paths is not None and len(paths) != count:
+            raise ValueError(f"FrameList {video_id}: {len(paths)} paths for count={count}")
+        self.video_id, self.count, self.prefix = video_id, int(count), prefix
+        self.paths = tuple(paths) if paths is not None else None
+
+    @property
+    def standard(self) -> bool:
+        """True when the paths are ``<prefix>/<video_id>/<video_id>_%06d.jpg`` from 000001 (only ``count`` stored)."""
+        return self.paths is None
+
+    @property
+    def folder(self) -> str:
+        """The folder of a standard list's frames: ``<prefix>/<video_id>``."""
+        return os.path.join(self.prefix, self.video_id) if self.prefix is not None else self.video_id
+
+    def path(self, index: int) -> str:
+        if self.paths is not None:
+            return self.paths[index]
+        if not -self.count <= index < self.count:
+            raise IndexError(f"FrameList {self.video_id}: frame {index} is outside its {self.count} frames")
+        index %= self.count
+        relative = f"{self.video_id}/{self.video_id}_{index + 1:06d}.jpg"
+        return os.path.join(self.prefix, relative) if self.prefix is not None else relative
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.path(i) for i in range(*index.indices(self.count))]
+        return self.path(index)
+
+    def __iter__(self):
+        if self.paths is not None:
+            return iter(self.paths)
+        return (self.path(i) for i in range(self.count))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, FrameList):
+            if self.standard and other.standard:
+                return (self.video_id, self.count, self.prefix) == (other.video_id, other.count, other.prefix)
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        if isinstance(other, (list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        kind = "standard" if self.standard else "explicit paths"
+        return f"FrameList({self.video_id!r}, count={self.count}, prefix={self.prefix!r}, {kind})"
+
+    def __reduce__(self):
+        return (FrameList, (self.video_id, self.count, self.prefix, self.paths))
+
+
+class _FrameListReader:
+    """One video's rows while a frame list is read: a count while they follow the pattern in order."""
+
+    __slots__ = ("video_id", "stem", "count", "next_id", "rows")
+
+    def __init__(self, video_id: str, first_id: int) -> None:
+        self.video_id, self.stem = video_id, f"{video_id}/{video_id}_"
+        self.count, self.next_id = 0, first_id
+        self.rows: list[tuple[int, str]] | None = None  # (frame_id, path) once a row breaks the pattern
+
+    def explicit(self) -> list[tuple[int, str]]:
+        if self.rows is None:
+            start = self.next_id - self.count
+            self.rows = [(start + k, f"{self.stem}{k + 1:06d}.jpg") for k in range(self.count)]
+        return self.rows
+
+    def finish(self, prefix: str | None) -> FrameList:
+        if self.rows is None:
+            return FrameList(self.video_id, self.count, prefix)
+        self.rows.sort(key=lambda t: t[0])  # stable: duplicates keep file order
+        paths = [p for _, p in self.rows]
+        stem = self.stem
+        if all(p == f"{stem}{k + 1:06d}.jpg" for k, p in enumerate(paths)):  # out of file order, else standard
+            return FrameList(self.video_id, len(paths), prefix)
+        if prefix is not None:
+            paths = [os.path.join(prefix, p) for p in paths]
+        return FrameList(self.video_id, len(paths), prefix, paths)
+
+
+def read_frame_lists(path: PathLike, prefix: PathLike | None = None) -> dict[str, FrameList]:
+    """Read a PySlowFast frame list into ``{video_id: FrameList}``: each video's frame paths in frame-id order.
 
     Rows are space-separated ``original_video_id video_idx frame_id path labels`` after one header line
     (PySlowFast's ``load_image_lists``). ``prefix`` is joined in front of each path (PySlowFast's
-    ``AVA.FRAME_DIR``). Videos keep their first-appearance order.
+    ``AVA.FRAME_DIR``). Videos keep their first-appearance order. Rows are ordered by frame id (stable:
+    rows with the same frame id keep their file order, and each stays a frame); gaps in the ids are
+    not frames (the n-th row in id order is frame index n).
+
+    Compact: a video whose paths are ``<video_id>/<video_id>_%06d.jpg`` numbered 1, 2, ... in frame-id
+    order (all of AVA's) is stored as a frame count (``FrameList.standard``), so the 6.35 M rows of
+    AVA's train and val lists do not become 6.35 M strings held by every rank and loader worker. Each
+    ``FrameList`` still reads as the list of paths.
     """
     path = os.fspath(path)
-    text = _read_text(path, "frame list")
-    frames: dict[str, list[tuple[int, str]]] = {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if line_no == 1 or not line.strip():
-            continue
-        row = line.split()
-        if len(row) != 5:
-            raise ValueError(
-                f"{path}:{line_no}: expected 5 space-separated columns "
-                f"(original_video_id video_idx frame_id path labels), got {len(row)}: {line!r}"
-            )
-        try:
-            frame_id = int(row[2])
-        except ValueError:
-            raise ValueError(f"{path}:{line_no}: frame_id {row[2]!r} is not an integer") from None
-        frame_path = os.path.join(os.fspath(prefix), row[3]) if prefix is not None else row[3]
-        frames.setdefault(row[0], []).append((frame_id, frame_path))
-    out: dict[str, list[str]] = {}
-    for video, items in frames.items():
-        items.sort(key=lambda t: t[0])  # stable: duplicates keep file order
-        out[video] = [p for _, p in items]
-    return out
+    join = os.fspath(prefix) if prefix is not None else None
+    readers: dict[str, _FrameListReader] = {}
+    numbers: list[str] = []  # numbers[k] == f"{k + 1:06d}.jpg" and ids[k] == str(k), grown as needed
+    ids: list[str] = []
+    # The video being read while its rows follow the pattern, in locals: the loop's fast path. Any other
+    # row goes through the general path, which keeps the same state in the video's _FrameListReader.
+    current: _FrameListReader | None = None
+    video, stem, count, next_id = None, "", 0, 0
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"frame list not found: {path}") from None
+    line_no = 1
+    try:
+        with f:
+            next(f, None)  # the header
+            for line_no, line in enumerate(f, start=2):
+                row = line.split()
+                if (
+                    len(row) == 5
+                    and row[0] == video
+                    and next_id < len(ids)
+                    and count < len(numbers)
+                    and row[2] == ids[next_id]
+                    and row[3] == stem + numbers[count]
+                ):
+                    count += 1
+                    next_id += 1
+                    continue
+                if current is not None and current.rows is None:
+                    current.count, current.next_id = count, next_id
+                if len(row) != 5:
+                    if not row:
+                        continue
+                    raise ValueError(
+                        f"{path}:{line_no}: expected 5 space-separated columns "
+                        f"(original_video_id video_idx frame_id path labels), got {len(row)}: {line.rstrip()!r}"
+                    )
+                try:
+                    frame_id = int(row[2])
+                except ValueError:
+                    raise ValueError(f"{path}:{line_no}: frame_id {row[2]!r} is not an integer") from None
+                current = readers.get(row[0])
+                if current is None:
+                    current = readers[row[0]] = _FrameListReader(row[0], frame_id)
+                if current.rows is None and frame_id == current.next_id:
+                    while current.count >= len(numbers):
+                        numbers.extend(f"{k + 1:06d}.jpg" for k in range(len(numbers), 2 * len(numbers) + 1024))
+                    if row[3] == current.stem + numbers[current.count]:
+                        current.count += 1
+                        current.next_id += 1
+                        if 0 <= current.next_id < (1 << 22):
+                            while current.next_id >= len(ids):
+                                ids.extend(str(k) for k in range(len(ids), 2 * len(ids) + 1024))
+                        video, stem, count, next_id = row[0], current.stem, current.count, current.next_id
+                        continue
+                current.explicit().append((frame_id, row[3]))
+                video = None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: frame list is not UTF-8 text (after line {line_no}: {e})") from None
+    if current is not None and current.rows is None:
+        current.count, current.next_id = count, next_id
+    return {video: reader.finish(join) for video, reader in readers.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -674,6 +827,7 @@ def image_key(video_id: str, timestamp: int) -> str:
 __all__ = [
     "AVA_VALID_SECONDS",
     "BoxRows",
+    "FrameList",
     "KeyFrame",
     "class_ids_in",
     "group_by_keyframe",

@@ -7,7 +7,7 @@
   transform ends in ``ToModelLayout`` (the training loaders' uint8 hand-off).
 - ``target``: ``boxes`` ``[P, 4]`` float32 normalised ``cxcywh`` of the (transformed) key frame;
   ``labels`` ``[P, C]`` float32 multi-hot over ``class_ids``; ``person_ids`` ``[P]`` int64;
-  ``video_id`` str; ``timestamp`` int; ``orig_size`` (H, W) of the decoded frames; ``letterbox``
+  ``video_id`` str; ``timestamp`` int; ``orig_size`` (H, W) of the stored frames; ``letterbox``
   (a ``transforms.Letterbox``) when the input is letterboxed.
 
 Actors and non-actors: a person whose labels all lie outside ``class_ids`` (or who has none) is not
@@ -43,7 +43,7 @@ from bmvit.data.ava import (
     read_frame_lists,
     read_label_map,
 )
-from bmvit.data.transforms import build_transforms
+from bmvit.data.transforms import build_transforms, min_decode_size
 from bmvit.data.video import FrameFolderSource, VideoFileSource
 
 logger = logging.getLogger("bmvit.data")
@@ -61,7 +61,8 @@ class VideoRef:
 
     ``kind="video"``: ``path`` is a video file. ``kind="frames"``: ``path`` is a frame folder whose
     files follow ``pattern`` (``{video_id}``, ``{frame}`` numbered from ``first_frame``), or are listed
-    in ``frame_paths``; ``fps`` is the rate they were extracted at.
+    in ``frame_paths``; ``fps`` is the rate they were extracted at. ``num_frames``: the folder's frame
+    count when known (from a frame list), so that the source need not list the folder.
     """
 
     kind: Literal["video", "frames"]
@@ -70,6 +71,7 @@ class VideoRef:
     pattern: str = "{video_id}_{frame:06d}.jpg"
     first_frame: int = 1
     frame_paths: tuple[str, ...] | None = None
+    num_frames: int | None = None
 
 
 class KeyFrameDataset(Dataset):
@@ -86,6 +88,9 @@ class KeyFrameDataset(Dataset):
             ``timestamp - time_offset`` seconds of its video, and ``stride`` counts frames of an ``fps``
             timeline (None: the video's own rate). AVA: 900 and 30.
         cache_videos: decode each video file whole, once per process (small datasets).
+        decode_size: the smallest (H, W) the transform needs (``transforms.min_decode_size``): sources
+            may then decode frames smaller than stored (JPEG DCT scaling, video frames converted
+            small), never below it. None: frames at their stored size.
         max_open_videos: open video containers kept per process (least recently used are closed).
         class_names: optional names of ``class_ids`` (metadata for checkpoints and reports).
     """
@@ -104,6 +109,7 @@ class KeyFrameDataset(Dataset):
         cache_videos: bool = False,
         max_open_videos: int = 8,
         class_names: Sequence[str] | None = None,
+        decode_size: tuple[int, int] | None = None,
     ) -> None:
         if num_frames < 1 or stride < 1:
             raise ValueError(f"num_frames and stride must be >= 1, got {num_frames} and {stride}")
@@ -115,6 +121,7 @@ class KeyFrameDataset(Dataset):
         self.transform = transform
         self.time_offset, self.fps = float(time_offset), fps
         self.cache_videos, self.max_open_videos = cache_videos, max_open_videos
+        self.decode_size = tuple(decode_size) if decode_size is not None else None
         self._sources: OrderedDict[str, FrameFolderSource | VideoFileSource] = OrderedDict()
         missing = sorted({k.video_id for k in self.keyframes} - self.videos.keys())
         if missing:
@@ -156,6 +163,7 @@ class KeyFrameDataset(Dataset):
                 pattern=ref.pattern,
                 first_frame=ref.first_frame,
                 frame_paths=ref.frame_paths,
+                num_frames=ref.num_frames,
             )
         else:
             raise ValueError(f"video {video_id}: VideoRef.kind must be 'video' or 'frames', got {ref.kind!r}")
@@ -173,8 +181,9 @@ class KeyFrameDataset(Dataset):
         src = self.source(k.video_id)
         try:
             if k.frame_index is not None:
-                return src.read_clip(k.frame_index, self.num_frames, self.stride)
-            return src.read_clip_at_time(k.timestamp - self.time_offset, self.num_frames, self.stride, self.fps)
+                return src.read_clip(k.frame_index, self.num_frames, self.stride, min_size=self.decode_size)
+            return src.read_clip_at_time(k.timestamp - self.time_offset, self.num_frames, self.stride, self.fps,
+                                         min_size=self.decode_size)
         except (ValueError, IndexError, FileNotFoundError) as e:
             message = f"key frame {k.video_id},{k.timestamp}: {e}"
             try:
@@ -193,7 +202,9 @@ class KeyFrameDataset(Dataset):
             "person_ids": np.asarray(k.person_ids, dtype=np.int64)[actors],
             "video_id": k.video_id,
             "timestamp": int(k.timestamp),
-            "orig_size": (int(clip.shape[1]), int(clip.shape[2])),
+            # The stored frame's size: the clip may have been decoded smaller (``decode_size``).
+            "orig_size": tuple(int(v) for v in self.source(k.video_id).size) if self.decode_size else
+            (int(clip.shape[1]), int(clip.shape[2])),
         }
         return self.transform(clip, target)
 
@@ -285,7 +296,9 @@ class AVADataset(KeyFrameDataset):
         else:
             refs = _find_frames(paths["frames"], paths["frame_list"], videos, fps)
         train = split == "train" if train is None else train
+        decode_size = None  # a transform of the caller's may need the frames whole
         if transform is None:
+            decode_size = min_decode_size(input_size, scale_jitter)
             column = {c: i for i, c in enumerate(class_ids)}
             swaps = [(column[a], column[b]) for a, b in flip_swap_class_ids if a in column and b in column]
             transform = build_transforms(
@@ -311,6 +324,7 @@ class AVADataset(KeyFrameDataset):
             fps=fps,
             cache_videos=cache_videos,
             class_names=names,
+            decode_size=decode_size,
         )
         logger.info(
             "AVADataset %s: %d key frames, %d videos, %d classes, source=%s",
@@ -395,7 +409,9 @@ def _find_frames(
     refs, missing = {}, []
     for vid in video_ids:
         folder = os.path.join(frame_dir, vid)
-        if vid in lists:
+        if vid in lists and lists[vid].standard:  # <frame_dir>/<vid>/<vid>_%06d.jpg from 000001: a count
+            refs[vid] = VideoRef("frames", folder, fps=fps, num_frames=len(lists[vid]))
+        elif vid in lists:
             refs[vid] = VideoRef("frames", folder, fps=fps, frame_paths=tuple(lists[vid]))
         elif os.path.isdir(folder):
             refs[vid] = VideoRef("frames", folder, fps=fps)

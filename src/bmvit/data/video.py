@@ -2,7 +2,9 @@
 
 Two sources behind one interface (``ClipSource``): ``FrameFolderSource`` reads AVA's
 ``<vid>/<vid>_%06d.jpg`` layout (or any numbered-image pattern), ``VideoFileSource`` decodes a video
-file, seeking to the key frame before the first frame a clip needs and decoding only up to the last.
+file, seeking to the key frame before the first frame a clip needs and decoding only up to the last,
+or, when the next clip starts shortly after (sequential key frames), decoding on from where the last
+read stopped and taking the frames two clips share from a ring of recently decoded frames.
 Both return ``uint8 [T, H, W, 3]`` RGB arrays.
 
 Sampling follows PySlowFast (``slowfast/datasets/utils.py::get_sequence`` as called by
@@ -10,25 +12,46 @@ Sampling follows PySlowFast (``slowfast/datasets/utils.py::get_sequence`` as cal
 ``center - T * stride // 2 + i * stride``, clamped to ``[0, num_frames - 1]``. So the key frame is clip
 frame ``T // 2`` (for even ``T * stride``), and frames past the ends of the video repeat the end frame.
 
+Decoding at the needed size: every read takes ``min_size=(H, W)``, the smallest frame the caller
+needs (e.g. the model's input size before its resize). A source may then return frames smaller than the
+stored ones, never smaller than ``min_size`` on either side (unless the stored frame is), with the
+aspect ratio kept up to rounding. JPEG frames are decoded by libjpeg at 1/2, 1/4 or 1/8 scale in the
+DCT domain (Pillow's ``Image.draft``; ``jpeg_draft_size`` says which size); video frames are converted
+from YUV straight to RGB at ``reduced_size`` (swscale's area filter). ``min_size=None`` (default)
+returns the stored size, exactly as decoded before ``min_size`` existed.
+
 Sources hold no open file between calls that could be pickled: a ``VideoFileSource`` opens its
 container lazily and drops it when pickled, so a dataset holding sources works with
-``DataLoader(num_workers > 0)``.
+``DataLoader(num_workers > 0)``; a forked worker opens its own container and leaves what it inherited
+(container, decoder, decoded frames) unfreed, as FFmpeg objects may own threads that exist only in the parent.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import string
-from collections.abc import Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal, Protocol, runtime_checkable
 
 import av
+import av.video.reformatter
 import numpy as np
 
+logger = logging.getLogger("bmvit.data")
+
 PathLike = str | os.PathLike
+MinSize = tuple[int, int] | None
+"""``(H, W)``: the smallest frame a reader needs; None: the stored size."""
+
+DEFAULT_MAX_CACHE_BYTES = 4 << 30
+"""``VideoFileSource(cache=True)`` refuses to cache a video whose frames would take more than this (4 GiB)."""
 
 
 def get_sequence(center_idx: int, half_len: int, sample_rate: int, num_frames: int) -> list[int]:
@@ -64,6 +87,54 @@ def resample_indices(indices: np.ndarray, sample_fps: float, source_fps: float, 
     return np.clip(mapped, 0, source_length - 1)
 
 
+def check_min_size(min_size) -> tuple[int, int] | None:
+    """``min_size`` as ``(H, W)`` ints >= 1, or None; a ValueError for anything else."""
+    if min_size is None:
+        return None
+    try:
+        h, w = (int(v) for v in min_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"min_size must be (H, W) or None, got {min_size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"min_size must be >= 1 on each side, got {min_size!r}")
+    return h, w
+
+
+def reduced_size(size: tuple[int, int], min_size: MinSize) -> tuple[int, int]:
+    """The smallest ``(H, W)`` of the aspect ratio of ``size`` (up to rounding) that is at least ``min_size``
+    on each side; ``size`` itself when it is not larger (never an upscale) or ``min_size`` is None.
+
+    ``reduced_size((720, 1280), (256, 256)) == (256, 455)``. What ``VideoFileSource`` returns.
+    """
+    h, w = int(size[0]), int(size[1])
+    if min_size is None:
+        return h, w
+    mh, mw = min_size
+    s = max(mh / h, mw / w)
+    if s >= 1.0:
+        return h, w
+    return min(h, max(mh, round(h * s))), min(w, max(mw, round(w * s)))
+
+
+def jpeg_draft_scale(size: tuple[int, int], min_size: MinSize) -> int:
+    """The libjpeg scale denominator (1, 2, 4 or 8) Pillow's ``draft`` picks for a JPEG of ``size`` (H, W):
+    the largest power of two ``s <= min(W // min_w, H // min_h)``, so both sides stay >= ``min_size``."""
+    if min_size is None:
+        return 1
+    fit = min(int(size[1]) // min_size[1], int(size[0]) // min_size[0])
+    return next(s for s in (8, 4, 2, 1) if s <= max(fit, 1))
+
+
+def jpeg_draft_size(size: tuple[int, int], min_size: MinSize) -> tuple[int, int]:
+    """The ``(H, W)`` a JPEG frame of ``size`` is decoded at for ``min_size``: ``ceil(side / scale)``.
+
+    ``jpeg_draft_size((720, 1280), (256, 256)) == (360, 640)``: 1/4 would give 180 < 256 rows. What
+    ``FrameFolderSource`` returns for JPEG frames.
+    """
+    s = jpeg_draft_scale(size, min_size)
+    return -(-int(size[0]) // s), -(-int(size[1]) // s)
+
+
 @runtime_checkable
 class ClipSource(Protocol):
     """Frames of one video. ``size`` is (H, W); frames are RGB ``uint8 [H, W, 3]``."""
@@ -79,20 +150,42 @@ class ClipSource(Protocol):
     @property
     def size(self) -> tuple[int, int]: ...
 
-    def read_frames(self, indices: Sequence[int]) -> np.ndarray: ...
+    def read_frames(self, indices: Sequence[int], *, min_size: MinSize = None) -> np.ndarray: ...
+
+    def read_clip(self, center_index: int, num_frames: int, stride: int, *, min_size: MinSize = None) -> np.ndarray: ...
+
+    def read_clip_at_time(
+        self,
+        center_time_s: float,
+        num_frames: int,
+        stride: int,
+        sample_fps: float | None = None,
+        *,
+        min_size: MinSize = None,
+    ) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
 
 class _ClipReading:
-    """``read_clip`` and ``read_clip_at_time`` for any source with ``read_frames``, ``fps`` and ``num_frames``."""
+    """``read_clip`` and ``read_clip_at_time`` for any source with ``read_frames``, ``fps`` and ``num_frames``.
 
-    def read_clip(self, center_index: int, num_frames: int, stride: int) -> np.ndarray:
+    ``min_size`` (H, W) goes to ``read_frames``: frames may come back smaller than stored, never below
+    ``min_size`` on a side (unless stored smaller); None: the stored size.
+    """
+
+    def read_clip(self, center_index: int, num_frames: int, stride: int, *, min_size: MinSize = None) -> np.ndarray:
         """``uint8 [T, H, W, 3]``: ``num_frames`` frames at ``stride`` around frame ``center_index`` (clamped)."""
-        return self.read_frames(clip_indices(center_index, num_frames, stride, self.num_frames))
+        return self.read_frames(clip_indices(center_index, num_frames, stride, self.num_frames), min_size=min_size)
 
     def read_clip_at_time(
-        self, center_time_s: float, num_frames: int, stride: int, sample_fps: float | None = None
+        self,
+        center_time_s: float,
+        num_frames: int,
+        stride: int,
+        sample_fps: float | None = None,
+        *,
+        min_size: MinSize = None,
     ) -> np.ndarray:
         """``uint8 [T, H, W, 3]`` centred on the frame at ``center_time_s`` seconds from the first frame.
 
@@ -100,11 +193,18 @@ class _ClipReading:
         clip spans the same time whatever the video's frame rate: AVA's frames are extracted at 30 fps
         and its strides count those frames, while a video file may be at 25 or 29.97 fps.
         """
+        indices = self.clip_indices_at_time(center_time_s, num_frames, stride, sample_fps)
+        return self.read_frames(indices, min_size=min_size)
+
+    def clip_indices_at_time(
+        self, center_time_s: float, num_frames: int, stride: int, sample_fps: float | None = None
+    ) -> np.ndarray:
+        """The frame indices ``read_clip_at_time`` reads: ``int64 [num_frames]``."""
         sample_fps = float(sample_fps or self.fps)
         timeline_length = max(1, int(np.floor(self.num_frames * sample_fps / self.fps + 0.5)))
         center = int(np.floor(center_time_s * sample_fps + 0.5))
         indices = clip_indices(center, num_frames, stride, timeline_length)
-        return self.read_frames(resample_indices(indices, sample_fps, self.fps, self.num_frames))
+        return resample_indices(indices, sample_fps, self.fps, self.num_frames)
 
     def index_at(self, time_s: float) -> int:
         """The frame shown at ``time_s`` seconds from the first frame (nearest frame, not clamped)."""
@@ -129,7 +229,11 @@ class FrameFolderSource(_ClipReading):
         num_frames: the number of frames; default: the highest frame number in the folder, so a gap
             is an error when read, not a silent shift.
 
-    JPEG and PNG frames are decoded with PyAV (FFmpeg's image decoders); no Pillow needed.
+    Frames are decoded with PyAV (FFmpeg's image decoders), except JPEG frames read with a ``min_size``
+    they are at least twice as large as on both sides: those are decoded by Pillow's libjpeg at 1/2, 1/4
+    or 1/8 scale (``Image.draft``; ``jpeg_draft_size``), which skips most of the inverse DCT and returns
+    a quarter or less of the pixels. A 1280x720 JPEG with ``min_size=(256, 256)`` comes back 640x360.
+    PNG and other frames, and JPEGs too small to halve, are decoded at full size as without ``min_size``.
     """
 
     def __init__(
@@ -151,6 +255,8 @@ class FrameFolderSource(_ClipReading):
         self.frame_paths = [os.fspath(p) for p in frame_paths] if frame_paths is not None else None
         self._num_frames = len(self.frame_paths) if self.frame_paths is not None else num_frames
         self._size: tuple[int, int] | None = None
+        # min_size -> True when this folder's JPEGs are too small to draft-decode smaller (known from a header)
+        self._full_size_for: dict[tuple[int, int], bool] = {}
 
     @property
     def fps(self) -> float:
@@ -186,16 +292,26 @@ class FrameFolderSource(_ClipReading):
             )
         return max(numbers) - self.first_frame + 1
 
-    def read_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """``uint8 [len(indices), H, W, 3]``; repeated indices are decoded once."""
-        indices = [int(i) for i in indices]
-        decoded = {i: self._decode(i) for i in dict.fromkeys(indices)}
-        shapes = {a.shape for a in decoded.values()}
-        if len(shapes) > 1:
-            raise ValueError(f"video {self.video_id}: frames of different sizes {sorted(shapes)} in {self.folder}")
-        return np.stack([decoded[i] for i in indices])
+    def read_frames(self, indices: Sequence[int], *, min_size: MinSize = None) -> np.ndarray:
+        """``uint8 [len(indices), H, W, 3]``; repeated indices are decoded once.
 
-    def _decode(self, index: int) -> np.ndarray:
+        ``min_size`` (H, W): JPEG frames may be decoded smaller, at ``jpeg_draft_size(stored, min_size)``.
+        A missing frame raises FileNotFoundError, a corrupt or truncated one ValueError, each naming the
+        video, the frame index, its time and the file; frames of different stored sizes raise ValueError.
+        """
+        min_size = check_min_size(min_size)
+        indices = [int(i) for i in indices]
+        decoded = {i: self._decode(i, min_size) for i in dict.fromkeys(indices)}
+        stored = {s for _, s in decoded.values()}
+        if len(stored) > 1:
+            sizes = sorted((*s, 3) for s in stored)
+            raise ValueError(f"video {self.video_id}: frames of different sizes {sizes} in {self.folder}")
+        if len({a.shape for a, _ in decoded.values()}) > 1:  # a JPEG Pillow could not scale among scaled ones
+            decoded = {i: self._decode(i) for i in decoded}
+        return np.stack([decoded[i][0] for i in indices])
+
+    def _decode(self, index: int, min_size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """The frame as ``uint8 [H, W, 3]`` RGB, and its stored (H, W)."""
         path = self.frame_path(index)
         where = f"video {self.video_id}: frame {index} (t={index / self._fps:.3f} s)"
         if not 0 <= index < self.num_frames:
@@ -205,22 +321,59 @@ class FrameFolderSource(_ClipReading):
                 data = f.read()
         except FileNotFoundError:
             raise FileNotFoundError(f"{where} is missing: {path}") from None
+        codec = _image_codec(path)
+        if min_size is not None and codec == "mjpeg" and data and not self._full_size_for.get(min_size):
+            frame, full_size = _decode_jpeg_draft(data, min_size, where, path)
+            if frame is not None:
+                return frame
+            if full_size:  # this folder's frames are too small to decode smaller: skip the header from now on
+                self._full_size_for[min_size] = True
         # A fresh decoder per image: a reused PNG decoder carries state from the previous image over
         # (wrong pixels), and creating one costs little next to decoding.
-        decoder = av.CodecContext.create(_image_codec(path), "r")
+        decoder = av.CodecContext.create(codec, "r")
         try:
             frames = decoder.decode(av.Packet(data)) if data else []
         except av.FFmpegError as e:
             raise ValueError(f"{where}: cannot decode {path} ({e}); corrupt or truncated image?") from None
         if len(frames) != 1:
             raise ValueError(f"{where}: cannot decode {path} (empty, corrupt or truncated image?)")
-        return frames[0].to_ndarray(format="rgb24")
+        rgb = _rgb24(frames[0])
+        return rgb, rgb.shape[:2]
 
     def close(self) -> None:
         """Nothing stays open between reads."""
 
 
 _IMAGE_CODECS = {".jpg": "mjpeg", ".jpeg": "mjpeg", ".png": "png", ".bmp": "bmp", ".webp": "webp"}
+_PIL_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError, EOFError)
+
+
+def _decode_jpeg_draft(
+    data: bytes, min_size: tuple[int, int], where: str, path: str
+) -> tuple[tuple[np.ndarray, tuple[int, int]] | None, bool]:
+    """Decode a JPEG at the smallest libjpeg scale whose result is >= ``min_size``: ``((rgb, stored (H, W)), _)``.
+
+    ``(None, True)``: the image is too small to scale down (decode it at full size, as without
+    ``min_size``); ``(None, False)``: Pillow cannot read or scale it (let FFmpeg decide). A file whose
+    header reads but whose data does not (corrupt, truncated) raises ValueError naming ``where`` and ``path``.
+    """
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data), formats=("JPEG",))
+        stored = (image.size[1], image.size[0])
+    except (*_PIL_ERRORS, Image.DecompressionBombError):
+        return None, False
+    if jpeg_draft_scale(stored, min_size) == 1:
+        return None, True
+    try:
+        if image.draft("RGB", (min_size[1], min_size[0])) is None:
+            return None, False
+        image.load()
+        rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as e:
+        raise ValueError(f"{where}: cannot decode {path} ({e}); corrupt or truncated image?") from None
+    return (rgb, stored), False
 
 
 def _image_codec(path: str) -> str:
@@ -261,35 +414,91 @@ class _StreamInfo:
     start_s: float
 
 
+class CacheLimitError(RuntimeError):
+    """``VideoFileSource(cache=True)`` refused a video whose decoded frames would exceed ``max_cache_bytes``.
+
+    Not a ValueError on purpose: it is a setting to change, not a bad clip for a trainer to skip.
+    """
+
+
 class VideoFileSource(_ClipReading):
     """A video file decoded with PyAV: any container and codec FFmpeg reads, any frame rate and size.
 
     Frame ``i`` is the frame whose presentation time is nearest ``start + i / fps`` (``start``: the
-    stream's first timestamp), so index 0 is the first frame. A read seeks to the key frame at or
-    before the first needed frame and decodes only until the last one.
+    stream's first timestamp), so index 0 is the first frame.
+
+    Decoding (uncached): the source keeps its container and decoder open between reads (per process)
+    and remembers where decoding stopped. A read whose first missing frame lies after that position,
+    by at most ``max_forward_frames``, continues decoding forward instead of seeking; otherwise it seeks
+    to the key frame at or before the first frame it needs. The last ``ring_frames`` decoded frames are
+    kept (as decoded, YUV), so a clip that overlaps the previous one (AVA: 16 frames at stride 4 span 61
+    frames, key frames are 30 apart) takes the frames it shares from there. Either way a read returns
+    the same frames as a fresh seek would (for closed-GOP streams, which is what encoders write by default).
+
+    ``min_size`` (H, W): frames are converted from YUV to RGB directly at ``reduced_size(size, min_size)``
+    (swscale, area filter), smaller than stored when the caller needs less.
 
     Args:
         path: the video file.
         video_id: the video's name (default: the file name without extension).
-        cache: decode the whole video into memory on first use ([N, H, W, 3] uint8; for small
-            datasets, where every worker then decodes each video once).
+        cache: decode the whole video into memory on first use (``[N, H, W, 3]`` uint8; for small
+            datasets, where every worker then decodes each video once). The frames are cached at the
+            size the first read asks for (``reduced_size(size, min_size)``; full size without
+            ``min_size``). A later read with a larger ``min_size`` (or None after a sized read)
+            decodes the video again at that size and replaces the cache; a smaller one is served
+            from the cache (its frames are larger than asked, as ``min_size`` allows).
         threads: decoder threads (1 suits DataLoader workers; 0 lets FFmpeg choose).
+        ring_frames: decoded frames kept for overlapping reads (0: none). 64 covers any clip spanning
+            up to 64 frames (16x4, 32x2, 8x8) followed by one starting later. Only the source that
+            decoded last in a process keeps its ring (reading another video frees it), so a process
+            holds one ring: ``ring_frames`` x H x W x 1.5 bytes for yuv420p, ~88 MB at 1280x720.
+        max_forward_frames: the farthest a read may start past the decoded position and still decode
+            forward. None (default): the longest key-frame interval seen so far (2 s of frames until two
+            key frames have been seen): farther than that, a seek lands past the position and decodes
+            less. 0: always seek (with ``ring_frames=0`` too, every read is as from a fresh source).
+        max_cache_bytes: with ``cache=True``, a video whose cache would be larger (frames x H x W x 3
+            bytes, checked before decoding) raises ``CacheLimitError``.
     """
 
-    def __init__(self, path: PathLike, video_id: str | None = None, *, cache: bool = False, threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        video_id: str | None = None,
+        *,
+        cache: bool = False,
+        threads: int = 1,
+        ring_frames: int = 64,
+        max_forward_frames: int | None = None,
+        max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES,
+    ) -> None:
         self.path = os.fspath(path)
         self.video_id = video_id if video_id is not None else os.path.splitext(os.path.basename(self.path))[0]
         self.cache = cache
         self.threads = threads
+        self.ring_frames = int(ring_frames)
+        self.max_forward_frames = max_forward_frames
+        self.max_cache_bytes = int(max_cache_bytes)
         self._container: av.container.InputContainer | None = None
         self._opened_by = -1  # pid of the process that opened _container
         self._meta: _StreamInfo | None = None
         self._frames: np.ndarray | None = None
+        self._reset_decoding()
+        self.seeks = 0  # statistics of this process: seeks made, frames decoded, frames served from the ring
+        self.frames_decoded = 0
+        self.ring_hits = 0
+
+    def _reset_decoding(self) -> None:
+        self._decoding: Iterator[tuple[int, av.VideoFrame]] | None = None  # frames after the last one decoded
+        self._position = -1  # index of the last frame decoded
+        self._ring: OrderedDict[int, av.VideoFrame] = OrderedDict()
+        self._last_key = -1  # index of the last key frame seen since the last seek
+        self._gop = 0  # the longest key-frame interval seen
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_container"] = None  # containers hold file handles: each process opens its own
         state["_frames"] = None
+        state.update(_decoding=None, _position=-1, _ring=OrderedDict(), _last_key=-1)
         return state
 
     def __del__(self) -> None:
@@ -301,8 +510,9 @@ class VideoFileSource(_ClipReading):
         if self._container is not None and self._opened_by != os.getpid():
             # Inherited through fork (DataLoader workers): the file offset is shared with the parent and
             # the other workers, so reading it would interleave their reads. Open our own instead.
-            self._container = None
+            self._leave_to_parent()
         if self._container is None:
+            self._reset_decoding()
             if not os.path.exists(self.path):
                 raise FileNotFoundError(f"video {self.video_id}: file not found: {self.path}")
             try:
@@ -363,15 +573,22 @@ class VideoFileSource(_ClipReading):
 
     @property
     def size(self) -> tuple[int, int]:
+        """The stored frame size (H, W)."""
         return self._metadata().size
 
-    # --- decoding
+    # --- reading
 
-    def read_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """``uint8 [len(indices), H, W, 3]`` for frame indices in ``[0, num_frames)``."""
+    def read_frames(self, indices: Sequence[int], *, min_size: MinSize = None) -> np.ndarray:
+        """``uint8 [len(indices), H, W, 3]`` for frame indices in ``[0, num_frames)``.
+
+        ``min_size`` (H, W): frames at ``reduced_size(size, min_size)`` (uncached), or as cached (see
+        ``cache``). Errors: IndexError outside the video, ValueError when the file cannot be decoded
+        up to a wanted frame, ``CacheLimitError`` for a cache over ``max_cache_bytes``.
+        """
+        min_size = check_min_size(min_size)
         indices = [int(i) for i in indices]
         if self.cache:
-            frames = self._all_frames()
+            frames = self._cached_frames(min_size)
             bad = [i for i in indices if not 0 <= i < frames.shape[0]]
             if bad:
                 raise IndexError(
@@ -387,94 +604,261 @@ class VideoFileSource(_ClipReading):
                 f"video {self.video_id}: frame {bad[0]} (t={bad[0] / self.fps:.3f} s) is outside its {n} frames "
                 f"({self.path})"
             )
-        decoded = self._decode_range(wanted)
-        return np.stack([decoded[i] for i in indices])
+        decoded = self._decode_frames(wanted)
+        rgb = {i: _to_rgb(decoded[i], min_size) for i in wanted}
+        return np.stack([rgb[i] for i in indices])
 
-    def _all_frames(self) -> np.ndarray:
-        if self._frames is None:
-            decoded = self._decode_range(None)
-            if not decoded:
-                raise ValueError(f"video {self.video_id}: no frame could be decoded from {self.path}")
-            last = max(decoded)
-            missing = [i for i in range(last + 1) if i not in decoded]
-            if missing:
-                raise ValueError(
-                    f"video {self.video_id}: frame {missing[0]} (t={missing[0] / self.fps:.3f} s) is missing from "
-                    f"{self.path} (corrupt?)"
-                )
-            stated = self._metadata()
-            if last + 1 < stated.num_frames - (0 if stated.count_exact else 1):
-                raise ValueError(
-                    f"video {self.video_id}: only {last + 1} of the {stated.num_frames} frames its header states could "
-                    f"be decoded from {self.path} (decoding stops at t={(last + 1) / stated.fps:.3f} s: truncated?)"
-                )
-            self._frames = np.stack([decoded[i] for i in range(last + 1)])
-            self.close()
-        return self._frames
-
-    def _decode_range(self, wanted: list[int] | None) -> dict[int, np.ndarray]:
-        """Decode the frames in ``wanted`` (sorted; None: all); index -> RGB array."""
-        container = self._open()
-        info = self._metadata()
-        fps, time_base, start = info.fps, info.time_base, info.start_s
-        stream = container.streams.video[0]
-        want = set(wanted) if wanted is not None else None
-        first = wanted[0] if wanted else 0
-        last = wanted[-1] if wanted else None
-        out: dict[int, np.ndarray] = {}
-        # Seek a little before the first frame's time so rounding never lands after it; retry earlier if
-        # the demuxer still seeks past it (imprecise indexes), finally from the start.
-        for back_s in (0.5 / fps, 2.0, None):
-            out.clear()
-            target_s = start + first / fps - back_s if back_s is not None else None
-            reached = self._decode_from(container, stream, target_s, fps, time_base, start, want, last, out)
-            if reached is not None and reached <= first:
-                break
-            if target_s is None or target_s <= start:
-                break
-        if want is not None:
-            missing = sorted(want - out.keys())
+    def _decode_frames(self, wanted: list[int]) -> dict[int, av.VideoFrame]:
+        """The decoded frames of ``wanted`` (sorted, unique, inside the video): from the ring, by decoding
+        forward from where the last read stopped, or after a seek."""
+        self._open()  # after a fork: our own container, and the state inherited from the parent dropped
+        _own_the_ring(self)
+        found: dict[int, av.VideoFrame] = {}
+        rest: list[int] = []
+        for i in wanted:
+            frame = self._ring.get(i)
+            if frame is None:
+                rest.append(i)
+            else:
+                found[i] = frame
+        self.ring_hits += len(found)
+        if rest and self._decoding is not None and self._position < rest[0] <= self._position + self._forward_limit():
+            self._decode_until(rest, found)
+            rest = [i for i in rest if i not in found]
+        if rest:
+            self._seek_and_decode(rest, found)
+            missing = [i for i in rest if i not in found]
             if missing:
                 i = missing[0]
                 raise ValueError(
-                    f"video {self.video_id}: frame {i} (t={i / fps:.3f} s) could not be decoded from {self.path} "
+                    f"video {self.video_id}: frame {i} (t={i / self.fps:.3f} s) could not be decoded from {self.path} "
                     f"(the stream ends or breaks before it: truncated or corrupt file?)"
                 )
-        return out
+        return found
 
-    def _decode_from(self, container, stream, target_s, fps, time_base, start, want, last, out) -> int | None:
-        """Decode from a seek to ``target_s`` (None: the start); return the index of the first decoded frame."""
-        first_seen = None
-        where = f"video {self.video_id}"
+    def _forward_limit(self) -> int:
+        if self.max_forward_frames is not None:
+            return int(self.max_forward_frames)
+        return self._gop or int(round(2 * self._metadata().fps))
+
+    def _decode_until(self, rest: list[int], found: dict[int, av.VideoFrame]) -> int | None:
+        """Decode on from the current position until the last of ``rest``; returns the first index decoded."""
+        want, last, first_seen = set(rest), rest[-1], None
+        assert self._decoding is not None
+        for index, frame in self._decoding:
+            if first_seen is None:
+                first_seen = index
+            if index in want:
+                found[index] = frame
+            if index >= last:
+                return first_seen
+        self._decoding = None  # the end of the stream
+        return first_seen
+
+    def _seek_and_decode(self, rest: list[int], found: dict[int, av.VideoFrame]) -> None:
+        info = self._metadata()
+        first = rest[0]
+        # Seek a little before the first frame's time so rounding never lands after it; retry earlier if
+        # the demuxer still seeks past it (imprecise indexes), finally from the start.
+        got: dict[int, av.VideoFrame] = {}
+        for back_s in (0.5 / info.fps, 2.0, None):
+            got = {}
+            target_s = info.start_s + first / info.fps - back_s if back_s is not None else None
+            self._seek(target_s)
+            reached = self._decode_until(rest, got)
+            if reached is not None and reached <= first:
+                break
+            if target_s is None or target_s <= info.start_s:
+                break
+        found.update(got)
+
+    def _seek(self, target_s: float | None) -> None:
+        """Seek to the key frame at or before ``target_s`` seconds (None: the start); decoding restarts there."""
+        container = self._open()
+        info = self._metadata()
+        stream = container.streams.video[0]
+        self._decoding, self._position, self._last_key = None, -1, -1
         try:
-            if target_s is None or target_s <= start:
+            if target_s is None or target_s <= info.start_s:
                 container.seek(int(stream.start_time or 0), stream=stream, backward=True)
             else:
-                container.seek(int(target_s / time_base), stream=stream, backward=True)
+                container.seek(int(target_s / info.time_base), stream=stream, backward=True)
+        except av.FFmpegError as e:
+            raise ValueError(f"video {self.video_id}: seeking in {self.path} failed ({e}); corrupt file?") from None
+        self.seeks += 1
+        self._decoding = self._frames_from(container, stream)
+
+    def _frames_from(self, container, stream, keep: bool = True) -> Iterator[tuple[int, av.VideoFrame]]:
+        """``(index, frame)`` of each frame decoded from the container's position; updates the position,
+        the key-frame interval and (``keep``) the ring."""
+        info = self._metadata()
+        fps, time_base, start = info.fps, info.time_base, info.start_s
+        try:
             for packet in container.demux(stream):
                 for frame in packet.decode():
                     if frame.pts is None:
-                        raise ValueError(f"{where}: {self.path} has frames without timestamps")
+                        raise ValueError(f"video {self.video_id}: {self.path} has frames without timestamps")
                     index = int(np.floor((float(frame.pts * time_base) - start) * fps + 0.5))
-                    if first_seen is None:
-                        first_seen = index
-                    if want is None or index in want:
-                        out[index] = frame.to_ndarray(format="rgb24")
-                    if last is not None and index >= last:
-                        return first_seen
+                    self._position = index
+                    self.frames_decoded += 1
+                    if frame.key_frame:
+                        if self._last_key >= 0 and index > self._last_key:
+                            self._gop = max(self._gop, index - self._last_key)
+                        self._last_key = index
+                    if keep and self.ring_frames > 0:
+                        self._ring[index] = frame
+                        self._ring.move_to_end(index)
+                        while len(self._ring) > self.ring_frames:
+                            self._ring.popitem(last=False)
+                    yield index, frame
         except av.FFmpegError as e:
-            t = f"{(max(out) + 1) / fps:.3f} s" if out else "the start"
+            self._decoding = None
+            t = f"{(self._position + 1) / fps:.3f} s" if self._position >= 0 else "the start"
             raise ValueError(
-                f"{where}: decoding {self.path} failed after {t} ({e}); truncated or corrupt file?"
+                f"video {self.video_id}: decoding {self.path} failed after {t} ({e}); truncated or corrupt file?"
             ) from None
-        return first_seen
+
+    # --- the cache
+
+    def _cached_frames(self, min_size: tuple[int, int] | None) -> np.ndarray:
+        info = self._metadata()
+        size = reduced_size(info.size, min_size)
+        if self._frames is not None:
+            h, w = self._frames.shape[1:3]
+            if (h, w) == info.size or (min_size is not None and h >= size[0] and w >= size[1]):
+                return self._frames
+            logger.debug("video %s: cached at %dx%d, decoding again at %dx%d", self.video_id, h, w, *size)
+            self._frames = None
+        count = info.num_frames
+        need = count * size[0] * size[1] * 3
+        if need > self.max_cache_bytes:
+            raise CacheLimitError(self._cache_message(count, size, need))
+        self._frames = self._decode_all(size)
+        self.close()
+        return self._frames
+
+    def _cache_message(self, count: int, size: tuple[int, int], need: int) -> str:
+        return (
+            f"video {self.video_id}: caching its {count} frames at {size[0]}x{size[1]} needs {count} x {size[0]} x "
+            f"{size[1]} x 3 = {need} bytes ({need / 2**30:.2f} GiB), over max_cache_bytes={self.max_cache_bytes} "
+            f"({self.max_cache_bytes / 2**30:.2f} GiB) ({self.path}). Read it uncached (cache_videos off) or "
+            f"from frame folders (`bmvit data prepare-ava` writes them)"
+        )
+
+    def _decode_all(self, size: tuple[int, int]) -> np.ndarray:
+        """Every frame, converted at ``size`` (H, W), into one preallocated array."""
+        info = self._metadata()
+        container = self._open()
+        stream = container.streams.video[0]
+        frames = np.empty((info.num_frames, *size, 3), np.uint8)
+        have = np.zeros(info.num_frames, bool)
+        self._seek(None)
+        self._decoding = None
+        for index, frame in self._frames_from(container, stream, keep=False):
+            if index < 0:
+                continue
+            if index >= len(frames):  # more frames than the container stated (estimated counts)
+                grow = max(index + 1, len(frames) + len(frames) // 4 + 1)
+                need = grow * size[0] * size[1] * 3
+                if need > self.max_cache_bytes:
+                    raise CacheLimitError(self._cache_message(grow, size, need))
+                frames = np.concatenate([frames, np.empty((grow - len(frames), *size, 3), np.uint8)])
+                have = np.concatenate([have, np.zeros(grow - len(have), bool)])
+            frames[index] = _to_rgb(frame, size, exact=True)
+            have[index] = True
+        if not have.any():
+            raise ValueError(f"video {self.video_id}: no frame could be decoded from {self.path}")
+        last = int(np.flatnonzero(have)[-1])
+        missing = np.flatnonzero(~have[: last + 1])
+        if len(missing):
+            i = int(missing[0])
+            raise ValueError(
+                f"video {self.video_id}: frame {i} (t={i / self.fps:.3f} s) is missing from {self.path} (corrupt?)"
+            )
+        if last + 1 < info.num_frames - (0 if info.count_exact else 1):
+            raise ValueError(
+                f"video {self.video_id}: only {last + 1} of the {info.num_frames} frames its header states could "
+                f"be decoded from {self.path} (decoding stops at t={(last + 1) / info.fps:.3f} s: truncated?)"
+            )
+        return frames[: last + 1]
+
+    def _leave_to_parent(self) -> None:
+        """Forget a container and decoder state inherited through fork without freeing them: FFmpeg objects
+        can own threads that exist only in the parent, and freeing them here would wait for those forever."""
+        _FORK_LEFTOVERS.append((self._container, getattr(self, "_decoding", None), getattr(self, "_ring", None)))
+        self._container = None
+        self._reset_decoding()
 
     def close(self) -> None:
+        """Close the container (and forget the decoding position and ring); the cache stays."""
         container = getattr(self, "_container", None)
         if container is not None:
-            if self._opened_by == os.getpid():  # a forked copy is the parent's to close
-                container.close()
+            if self._opened_by != os.getpid():  # a forked copy is the parent's to close
+                self._leave_to_parent()
+                return
+            self._decoding = None
+            container.close()
             self._container = None
+        if hasattr(self, "_ring"):
+            self._reset_decoding()
+
+
+def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None, exact: bool = False) -> np.ndarray:
+    """``uint8 [H, W, 3]`` RGB of a decoded frame: at its own size, or at ``reduced_size(its size, size)``
+    (``exact``: at ``size`` itself), converted and scaled in one swscale pass (area filter)."""
+    own = (frame.height, frame.width)
+    out = size if exact else reduced_size(own, size)
+    if out is None or tuple(out) == own:
+        return _rgb24(frame)
+    return _rgb24(frame, out)
+
+
+_RING_OWNER: dict[int, weakref.ref] = {}  # pid -> the VideoFileSource whose ring is kept
+
+
+def _own_the_ring(source: VideoFileSource) -> None:
+    """Make ``source`` the one video of this process that keeps decoded frames; free the previous one's."""
+    pid = os.getpid()
+    ref = _RING_OWNER.get(pid)
+    previous = ref() if ref is not None else None
+    if previous is source:
+        return
+    if previous is not None and previous._opened_by == pid:
+        previous._ring.clear()
+    _RING_OWNER[pid] = weakref.ref(source)
+
+
+_FORK_LEFTOVERS: list = []
+"""FFmpeg objects inherited through fork, kept unfreed (see ``VideoFileSource._leave_to_parent``)."""
+_REFORMATTERS: dict[int, OrderedDict] = {}  # pid -> OrderedDict(conversion key -> VideoReformatter)
+
+
+def _rgb24(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``frame.to_ndarray(format="rgb24")`` (the same pixels), optionally scaled to ``size`` (H, W) with the
+    area filter, through a reformatter kept per process and conversion, on one thread.
+
+    ``VideoFrame.to_ndarray`` makes a new swscale context per frame with a thread per core: slower, and
+    a frame that kept one could not be freed in a forked DataLoader worker (its threads are the parent's).
+    """
+    pid = os.getpid()
+    cache = _REFORMATTERS.get(pid)
+    if cache is None:
+        _FORK_LEFTOVERS.extend(_REFORMATTERS.values())  # another process's: never free them here
+        _REFORMATTERS.clear()
+        cache = _REFORMATTERS[pid] = OrderedDict()
+    key = (frame.format.name, frame.width, frame.height, size)
+    reformatter = cache.get(key)
+    if reformatter is None:
+        reformatter = cache[key] = av.video.reformatter.VideoReformatter()
+        while len(cache) > 8:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    if size is None:
+        return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    return reformatter.reformat(
+        frame, width=size[1], height=size[0], format="rgb24", interpolation="AREA", threads=1
+    ).to_ndarray()
 
 
 def open_clip_source(
@@ -493,11 +877,17 @@ def open_clip_source(
 
 
 __all__ = [
+    "DEFAULT_MAX_CACHE_BYTES",
+    "CacheLimitError",
     "ClipSource",
     "FrameFolderSource",
     "VideoFileSource",
+    "check_min_size",
     "clip_indices",
     "get_sequence",
+    "jpeg_draft_scale",
+    "jpeg_draft_size",
     "open_clip_source",
+    "reduced_size",
     "resample_indices",
 ]
