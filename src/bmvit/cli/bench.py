@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"run only these sections (the matmul reference always runs): {','.join(SECTION_NAMES)}")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement after one warm-up")
+    parser.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N",
+                        help="cpu (default): the sections above; cuda: the paper's detector (bmvit_mvitv2_s, 16x256) on "
+                             "the GPU instead: bf16 matmul reference, training clips/s and MFU at several batch sizes "
+                             "with and without activation checkpointing and torch.compile, peak memory, inference "
+                             "key frames/s at batch 1 and 16 (--quick: fewer runs)")
     parser.add_argument("--data", action="append", default=None, metavar="ROOT",
                         help="loader section: benchmark this AVA-layout root (ROOT/frames and/or ROOT/videos, "
                              "annotations/ava_train_v2.2.csv) instead of a synthetic dataset; repeatable")
@@ -35,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     from bmvit.bench import SECTIONS, BenchConfig, format_machine, format_table, run_benchmarks
 
+    if args.device != "cpu":
+        return _run_on_device(args)
     sections = SECTIONS if args.only is None else tuple(s.strip() for s in args.only.split(",") if s.strip())
     try:
         cfg = BenchConfig(threads=args.threads, repeats=args.repeats, quick=args.quick, sections=sections)
@@ -47,6 +54,34 @@ def run(args: argparse.Namespace) -> int:
     report = run_benchmarks(cfg, log=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True),
                             data_roots=args.data or ())
     print(format_machine(report))
+    print(format_table(report["rows"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
+def _run_on_device(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    import torch
+
+    from bmvit.bench import format_table, run_device_benchmarks
+
+    if not args.device.startswith("cuda") or not torch.cuda.is_available():
+        print(f"bmvit bench: --device {args.device}: no such CUDA device here (torch {torch.__version__}, CUDA "
+              f"{torch.version.cuda}); use --device cpu", file=sys.stderr)
+        return 2
+    if args.only or args.data:
+        print("bmvit bench: --only and --data are for the CPU sections, not --device cuda", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    report = run_device_benchmarks(device, args.repeats, args.quick,
+                                   log=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    m = report["machine"]
+    print(f"{m['date_utc']}; {m['gpu']}; torch {m['torch']}; median of {args.repeats} runs after a warm-up"
+          f"{' (quick)' if args.quick else ''}")
     print(format_table(report["rows"]))
     if args.json:
         with open(args.json, "w") as f:
