@@ -167,6 +167,8 @@ class TrainConfig:
     out_dir: str = _f("runs/train", "run folder: config, checkpoints, logs, metrics")
     epochs: int = _f(10, "training epochs")
     batch_size: int = _f(8, "clips per process per step")
+    global_batch_size: int = _f(0, "clips per optimiser step over all processes; sets batch_size to it / (processes x "
+                                   "grad_accum), which must divide it; 0 = batch_size as given")
     grad_accum: int = _f(1, "steps of gradient accumulation per optimiser step")
     amp: str = _f("auto", "autocast: auto (bf16 on CUDA, off on CPU) | bf16 | off")
     eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
@@ -186,7 +188,7 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "grad_accum", "eval_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("max_steps", "checkpoint_every_steps"):
+        for key in ("max_steps", "checkpoint_every_steps", "global_batch_size"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0 (0 = off), got {getattr(self, key)}")
         if self.amp not in ("auto", "bf16", "off"):

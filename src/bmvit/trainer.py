@@ -37,7 +37,7 @@ from bmvit.build import (
     resolve_data_paths,
 )
 from bmvit.checkpoint import init_from_detector, load_tensors, load_training_state, save_model, save_training_state
-from bmvit.config import Config, ConfigError, DataConfig, EvalConfig, config_from_dict, save_config
+from bmvit.config import Config, ConfigError, DataConfig, EvalConfig, TrainConfig, config_from_dict, save_config
 from bmvit.data.ava import BoxRows
 from bmvit.data.dataset import collate_fn
 from bmvit.engine import StepContext, predict_rows, train_one_epoch, write_ava_csv
@@ -463,6 +463,7 @@ def fit(config: Config, resume: bool = False) -> dict[str, Any]:
     amp_dtype = amp_dtype_for(config.train.amp, device)
     rank, world, local_rank = dist_utils.init_distributed(device.type)
     try:
+        config.train.batch_size = per_process_batch(config.train, world)
         if device.type == "cuda":
             device = torch.device("cuda", torch.cuda.current_device())
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: let cuDNN pick its fastest 3D conv once
@@ -580,6 +581,20 @@ def _fit(config: Config, resume: bool, device: torch.device, amp_dtype: torch.dt
         _write_final_model(out_dir, model, metadata, final, history, writer)
     dist_utils.barrier()
     return final
+
+
+def per_process_batch(train_cfg: TrainConfig, world: int) -> int:
+    """``train.batch_size``, or with ``train.global_batch_size`` that batch shared by ``world`` processes and
+    ``grad_accum`` micro-steps: a recipe's global batch (and so its learning rate) whatever the GPU count."""
+    total = train_cfg.global_batch_size
+    if not total:
+        return train_cfg.batch_size
+    share = world * train_cfg.grad_accum
+    if total % share:
+        raise ConfigError(f"train.global_batch_size={total} is not divisible by {world} process(es) x "
+                          f"train.grad_accum={train_cfg.grad_accum}: choose a multiple of {share}, or set "
+                          f"train.batch_size per process with train.global_batch_size=0")
+    return total // share
 
 
 def _resume_position(progress: dict[str, Any]) -> tuple[int, int]:

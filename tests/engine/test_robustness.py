@@ -210,3 +210,17 @@ def test_default_workers_share_this_nodes_cores(monkeypatch):
     assert trainer.default_num_workers(5) == 5
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     assert trainer.default_num_workers(-1) == 1
+
+
+def test_a_global_batch_is_shared_by_the_processes_or_refused_in_one_line(tmp_path, tiny_overrides):
+    from bmvit.config import TrainConfig
+
+    assert trainer.per_process_batch(TrainConfig(batch_size=8), world=4) == 8  # 0 = batch_size as given
+    assert trainer.per_process_batch(TrainConfig(global_batch_size=64), world=8) == 8
+    assert trainer.per_process_batch(TrainConfig(global_batch_size=64, grad_accum=2), world=4) == 8
+    with pytest.raises(ConfigError, match=r"^train.global_batch_size=64 is not divisible by 3 process\(es\)"):
+        trainer.per_process_batch(TrainConfig(global_batch_size=64), world=3)
+    # Refused before any data is read: the root does not even exist.
+    overrides = {"train.global_batch_size": 3, "train.grad_accum": 2}
+    with pytest.raises(ConfigError, match="choose a multiple of 2"):
+        trainer.fit(_config(tmp_path / "no_data", tmp_path / "run", tiny_overrides, **overrides))
