@@ -56,7 +56,7 @@ def test_bmvit_mvitv2_s_at_256():
     with torch.device("meta"):
         model = bmvit.create_backbone("bmvit_mvitv2_s")
     report = count_flops(model, (1, 3, 16, 256, 256))
-    assert report.gmacs == pytest.approx(110.3, rel=0.02)  # SPEC 5.2: fvcore on PySlowFast, scale5 KV stride (1,2,2)
+    assert report.gmacs == pytest.approx(110.3, rel=0.02)  # docs/design.md#compute: fvcore on PySlowFast, scale5 KV stride (1,2,2)
 
 
 def _cli(*argv: str) -> int:

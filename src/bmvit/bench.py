@@ -244,7 +244,7 @@ def bench_torchvision(repeats: int, quick: bool, reference: MatmulReference) -> 
     (class token dropped); the two implementations agree to float rounding.
     """
     try:
-        # Optional and never a dependency: torchvision lives in a separate environment (DESIGN.md).
+        # Optional and never a dependency: torchvision lives in a separate environment (docs/design.md#evaluation).
         tv_mvit = importlib.import_module("torchvision.models.video.mvit")
     except ImportError:
         return None
@@ -844,7 +844,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
     if "evaluator" in results:
         r = results["evaluator"]
         rows.append(Row("evaluator", f"frame-mAP, {r['num_rows']} rows (read + evaluate)", r["total_median_s"], "s",
-                        note=f"fastest {r['total_s']:.2f} s; the official evaluator takes ~16 s here (DESIGN.md)"))
+                        note=f"fastest {r['total_s']:.2f} s; the official evaluator takes ~16 s here (docs/design.md#evaluation)"))
     if "predict" in results:
         r = results["predict"]
         rows.append(Row("predict", f"{r['name']} {_size(r['input'])} end to end, batch 1", r["keyframes_per_s"],

@@ -3,9 +3,9 @@
 Adapted from DETR (facebookresearch/detr, models/detr.py, ``SetCriterion``); changes: a 2-way
 actor/no-actor cross-entropy replaces the (K+1)-way class loss, a multi-label action loss (BCE or
 sigmoid focal) on matched tokens, no auxiliary decoder losses (there is no decoder), matching
-indices can be passed in, and persons without a trained class are non-actors (DESIGN.md).
+indices can be passed in, and persons without a trained class are non-actors (docs/design.md#actors).
 
-Loss (DESIGN.md "Decisions where the paper is silent"; the paper's Eq. 3 is not available)::
+Loss (docs/design.md#matching-and-loss; the paper's Eq. 3 is not available)::
 
     loss = w_actor * CE_actor + w_bbox * L1 + w_giou * (1 - GIoU) + w_action * L_action
 

@@ -28,7 +28,7 @@ class HungarianMatcher(nn.Module):
             + cost_center * (|cx_j - ref_x_i| * W + |cy_j - ref_y_i| * H)
 
     ``p_actor`` is the softmax probability of class 0 (actor); L1 is on normalised cxcywh; GIoU on
-    xyxy. The action cost (default off, DESIGN.md) rewards tokens whose action probabilities are
+    xyxy. The action cost (default off, docs/design.md#matching-and-loss) rewards tokens whose action probabilities are
     high on the actor's positive classes; the mean (not the sum) keeps it in [-1, 0] whatever the
     number of labels, like the other probability term. An actor with no positive class adds 0.
 

@@ -1,6 +1,6 @@
 """From model logits to scored detections: the only place with softmax, sigmoid, threshold and top-k.
 
-Shared by evaluation and the predictor, so both score tokens the same way (DESIGN.md, "Inference"):
+Shared by evaluation and the predictor, so both score tokens the same way (docs/design.md#inference):
 
 - ``p_actor = softmax(pred_actor)[..., 0]``; a token is kept when ``p_actor > threshold``
   (the paper's p(alpha) > theta; supplementary Fig. 3).

@@ -91,7 +91,7 @@ def test_hiera_l_block_table():
 
 
 # Which pooling to remove for a 16x16 key-frame grid at 256 px (docs/backbones.md). fvcore-based
-# reference counts from SPEC 1.5: 412.7 (224, all poolings), 579.6 (256, all), 705.8 (256, last removed).
+# reference counts from docs/design.md#other-backbones: 412.7 (224, all poolings), 579.6 (256, all), 705.8 (256, last removed).
 @pytest.mark.parametrize("size, pools, grid, gmacs", [
     (224, (1, 2, 3), (8, 7, 7), 412.7),
     (256, (1, 2, 3), (8, 8, 8), 579.6),

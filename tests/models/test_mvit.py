@@ -56,7 +56,7 @@ def test_bmvit_mvitv2_s_removes_last_q_pooling_and_keeps_adaptive_kv():
     assert cfg.input_size == (16, 256, 256)
     assert cfg.output_grid == (8, 16, 16) and cfg.output_dim == 768
     assert [b.stride_q for b in cfg.blocks[14:]] == [(1, 1, 1), (1, 1, 1)]
-    assert [b.stride_kv for b in cfg.blocks[14:]] == [(1, 2, 2), (1, 2, 2)]  # SPEC 1.2: adaptive rule gives (1, 2, 2)
+    assert [b.stride_kv for b in cfg.blocks[14:]] == [(1, 2, 2), (1, 2, 2)]  # docs/design.md#backbone: adaptive rule gives (1, 2, 2)
     assert [b.thw_kv for b in cfg.blocks[14:]] == [(8, 8, 8), (8, 8, 8)]
     assert (cfg.blocks[14].dim_in, cfg.blocks[14].dim_out, cfg.blocks[14].num_heads) == (384, 768, 8)
 

@@ -83,7 +83,7 @@ def test_vit_b_geometry_parameters_and_flops():
     assert sum(p.numel() for p in vit_b.parameters()) == expected == 86_227_200
     assert vit_b.output_grid == (8, 14, 14) and ours.output_grid == (8, 18, 18) and ours.input_size == (16, 288, 288)
     assert [b.attn.num_heads for b in ours.blocks] == [12] * 12
-    # VideoMAE ViT-B is listed at 180 GFLOPs at 16x224 (supplementary Table 1); SPEC 1.4 estimates 347 at 288.
+    # VideoMAE ViT-B is listed at 180 GFLOPs at 16x224 (supplementary Table 1); docs/design.md#other-backbones estimates 347 at 288.
     assert count_flops(vit_b, (1, 3, 16, 224, 224)).gmacs == pytest.approx(180, rel=0.01)
     assert count_flops(ours, (1, 3, 16, 288, 288)).gmacs == pytest.approx(347, rel=0.01)
 
@@ -235,7 +235,7 @@ def test_bmvit_vit_b_heads_match_figure_1b_and_its_flops():
     assert isinstance(action, CrossAttentionActionHead) and action.num_heads == 12
     assert (action.ffn.fc1.out_features, action.ffn.fc2.out_features) == (3072, 768)
     assert [layer.out_features for layer in action.classifier.layers] == [768, 80]
-    # backbone 347.0 + cross-attention over 2592 tokens and the other heads (SPEC 1.4 estimates ~353)
+    # backbone 347.0 + cross-attention over 2592 tokens and the other heads (docs/design.md#other-backbones estimates ~353)
     assert count_flops(model, (1, 3, 16, 288, 288)).gmacs == pytest.approx(355.6, rel=0.005)
 
 

@@ -12,7 +12,7 @@
 
 Actors and non-actors: a person whose labels all lie outside ``class_ids`` (or who has none) is not
 an actor of the trained classes. Such people are left out of the targets, so the model learns to
-call them "no actor" (DESIGN.md: "An annotated person with no trained class is a non-actor person").
+call them "no actor" (docs/design.md#actors: "An annotated person with no trained class is a non-actor person").
 A key frame whose people are all non-actors stays in the dataset with an empty target.
 
 Workers: sources are opened lazily in the process that reads them, and open containers are not

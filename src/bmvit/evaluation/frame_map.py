@@ -66,7 +66,7 @@ class FrameMapResult:
     num_detections_invalid: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """The DESIGN.md schema: ``{"mAP", "protocol", "per_class": [{"id", "name", "ap"}]}`` (ap null: no GT)."""
+        """The result schema (docs/design.md#contracts): ``{"mAP", "protocol", "per_class": [{"id", "name", "ap"}]}`` (ap null: no GT)."""
         return {
             "mAP": float(self.mAP),
             "protocol": self.protocol,

@@ -221,7 +221,7 @@ class BMViT(nn.Module):
         mode = self.config.token_selection
         if mode == "central":
             # With 16x4 sampling the key frame is input frame 8; the stem's temporal stride 2 puts
-            # it in token slice 4 = 8 // 2 (SPEC.md 1.2).
+            # it in token slice 4 = 8 // 2 (docs/design.md#backbone).
             t = tokens.shape[1] // 2
             tokens = tokens[:, t : t + 1]
         elif mode == "temporal_mean":

@@ -2,7 +2,7 @@
 
 Every candidate token (after the 512-d projection) gets a box, actor/no-actor logits and
 multi-label action logits. The heads return logits (boxes are the one exception: a sigmoid maps
-them to normalised ``cxcywh``, the model-output contract of DESIGN.md); probabilities, thresholds
+them to normalised ``cxcywh``, the model-output contract of docs/design.md#contracts); probabilities, thresholds
 and top-k live in ``bmvit.postprocess``.
 
 Initialisation choices (the paper is silent; each one only sets the starting point):
@@ -113,8 +113,8 @@ class CrossAttentionActionHead(nn.Module):
 
     The candidate tokens (the key-frame slice) are the queries; all ``T'*H'*W'`` tokens of the
     clip are the keys and values, so each candidate gathers the motion of its actor before it is
-    classified. The caption names only the operators; the block around them is our choice (SPEC
-    1.4 fallback): a pre-norm decoder block with residuals on the query, ``q = q + MHCA(LN(q),
+    classified. The caption names only the operators; the block around them is our choice
+    (docs/design.md#other-backbones): a pre-norm decoder block with residuals on the query, ``q = q + MHCA(LN(q),
     LN(memory))``, ``q = q + FFN(LN(q))`` with the FFN ``dim -> mlp_ratio*dim -> dim`` (the
     "MLP(3072)"), then ``LN`` and an MLP of ``num_layers`` linear layers (hidden ``hidden_dim``,
     the "MLP(768)") to the ``C`` logits.
@@ -175,7 +175,7 @@ class DetectionHeads(nn.Module):
         in_dim: width of the projected tokens (512 in BMViT).
         num_classes: number of action classes C.
         hidden_dim: hidden width of every head.
-        box_layers, actor_layers, action_layers: linear layers per head (DESIGN.md: 3, 2, 2).
+        box_layers, actor_layers, action_layers: linear layers per head (docs/design.md#heads: 3, 2, 2).
         box_reference: ``"token_center"`` (box = sigmoid(MLP + reference logit of the token's cell)),
             ``"token_local"`` (centre within ``local_range`` cells of the token's cell centre, extent
             as ``token_center``) or ``"none"`` (box = sigmoid(MLP)).

@@ -785,10 +785,10 @@ def bmvit_mvitv2_s(**overrides) -> MViT:
     """MViTv2-S as BMViT uses it: 16x256 input and the Q pooling at the start of scale5 removed,
     so the output keeps scale4's grid: 768 x 8 x 16 x 16 (256 candidates per time slice).
 
-    The channel and head doubling at scale5 are kept (SPEC 1.2). The paper does not say what
+    The channel and head doubling at scale5 are kept (docs/design.md#backbone). The paper does not say what
     happens to scale5's KV stride; we keep MViTv2's adaptive rule, which, with no Q stride to
     divide by, leaves it at (1, 2, 2) (keys on an 8x8x8 grid) rather than (1, 1, 1). This is
-    the cheaper choice (about 110 GMACs instead of 120, SPEC 5.2) and every K400 weight still
+    the cheaper choice (about 110 GMACs instead of 120, docs/design.md#backbone) and every K400 weight still
     applies. The supplementary's Fig. 3 (attention over "the whole 8x16x16" tokens) hints at KV
     stride 1 instead; that variant is not built here.
     """
