@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bmvit import distributed as dist_utils
+from bmvit.config import ConfigError
 from bmvit.data.transforms import normalize_clips
 from bmvit.postprocess import outputs_to_host
 
@@ -60,6 +61,28 @@ class StepContext:
     checkpoint_every_steps: int = 0  # call ``on_checkpoint`` every this many optimiser steps; 0 = never
     on_checkpoint: Callable[[int], None] | None = field(default=None, repr=False)  # gets the batches done
     bad_clips_seen: int = 0  # over the run, this rank (for the summary)
+
+
+AMP_SETTINGS = ("auto", "bf16", "off")
+
+
+def amp_dtype_for(setting: str, device: torch.device, key: str = "train.amp") -> torch.dtype | None:
+    """The autocast dtype of ``setting`` on ``device``, or None for float32 (``key`` names the setting in errors).
+
+    ``"auto"``: bf16 on a CUDA device that supports it (Ampere and later), float32 elsewhere (a CPU's
+    bf16 autocast is slower than float32 on most CPUs). ``"bf16"``: bf16 wherever asked, CPU included;
+    a CUDA device without bf16 is an error rather than a silent fallback. ``"off"``: float32.
+    """
+    if setting not in AMP_SETTINGS:
+        raise ConfigError(f"{key} must be one of {', '.join(AMP_SETTINGS)}; got {setting!r}")
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if setting == "auto":
+            return None
+        raise ConfigError(f"{key}=bf16 but {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                          f"use {key}=off (fp32)")
+    return torch.bfloat16
 
 
 def autocast(ctx: StepContext):

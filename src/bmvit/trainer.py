@@ -40,7 +40,7 @@ from bmvit.checkpoint import init_from_detector, load_tensors, load_training_sta
 from bmvit.config import Config, ConfigError, DataConfig, EvalConfig, TrainConfig, config_from_dict, save_config
 from bmvit.data.ava import BoxRows
 from bmvit.data.dataset import collate_fn
-from bmvit.engine import StepContext, predict_rows, train_one_epoch, write_ava_csv
+from bmvit.engine import StepContext, amp_dtype_for, predict_rows, train_one_epoch, write_ava_csv
 from bmvit.models.weights import check_known_file, resolve_weights_path
 
 log = logging.getLogger("bmvit.train")
@@ -272,20 +272,6 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def amp_dtype_for(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 on CUDA devices that support it (``auto``), none on the CPU unless asked."""
-    if setting not in ("auto", "bf16", "off"):
-        raise ConfigError(f"train.amp must be auto, bf16 or off, got {setting!r}")
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        if setting == "auto":
-            return None
-        raise ConfigError(f"train.amp=bf16 but {torch.cuda.get_device_name(device)} does not support bfloat16; "
-                          "use train.amp=off (fp32)")
-    return torch.bfloat16
-
-
 def model_metadata(model: nn.Module, config: Config, classes: ClassInfo) -> dict[str, Any]:
     """What a model file must carry to be used alone: architecture, classes, input conventions."""
     return {
@@ -411,7 +397,7 @@ def evaluate_act_detections(
     dataset, det_path: Path, label_map: dict[int, str], gt_path: str = "<ground truth>"
 ) -> dict[str, Any]:
     """UCF101-24 / JHMDB-21: frame-mAP@0.5 (ACT's protocol) of a detections CSV against the dataset's ground
-    truth, as the DESIGN.md result JSON, plus ``video_mAP@0.2`` and ``video_mAP@0.5`` (per-frame detections
+    truth, as the result JSON of docs/design.md#contracts, plus ``video_mAP@0.2`` and ``video_mAP@0.5`` (per-frame detections
     linked into tubes, ``bmvit.evaluation.video_map``). Detection rows carry the 1-based frame number."""
     from bmvit.data.ava import read_detections
     from bmvit.evaluation.ucf_jhmdb import evaluate_frame_ap

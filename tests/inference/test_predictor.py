@@ -7,13 +7,13 @@ import torch
 import bmvit
 from bmvit.data.transforms import build_transforms, normalize_clips
 from bmvit.data.video import VideoFileSource
+from bmvit.engine import amp_dtype_for
 from bmvit.inference.predictor import (
     SHIPPED_WEIGHTS,
     ClipSpec,
     Predictor,
     clip_frame_indices,
     keyframe_schedule,
-    resolve_amp,
     resolve_batch_size,
     write_predictions,
 )
@@ -150,10 +150,10 @@ def test_forward_clips_takes_uint8_and_normalised_float_clips(model_file, synthe
 
 def test_amp_and_batch_size_are_resolved_by_device(model_file, synthetic_video):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_amp("auto", cpu) is None and resolve_amp("off", cuda) is None
-    assert resolve_amp("bf16", cpu) is torch.bfloat16
+    assert amp_dtype_for("auto", cpu, key="amp") is None and amp_dtype_for("off", cuda, key="amp") is None
+    assert amp_dtype_for("bf16", cpu, key="amp") is torch.bfloat16
     with pytest.raises(ValueError, match="amp must be one of auto, bf16, off"):
-        resolve_amp("fp16", cpu)
+        amp_dtype_for("fp16", cpu, key="amp")
     assert resolve_batch_size(None, cpu) == 4 and resolve_batch_size(None, cuda) == 16
     assert resolve_batch_size(3, cuda) == 3
     for bad in (0, -2, 1.5):

@@ -27,15 +27,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bmvit", description="Single-stage spatio-temporal action detection (BMViT).")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_subcommands(parser: argparse.ArgumentParser, commands: dict[str, tuple[str, str]], dest: str,
+                    metavar: str) -> None:
+    """One required subcommand per entry of ``commands`` (name -> (module under bmvit.cli, help)); the chosen
+    module is stored as ``args._module`` (a group such as ``bmvit data`` stores its own in ``_module`` too)."""
+    sub = parser.add_subparsers(dest=dest, metavar=metavar)
     sub.required = True
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (module_name, help_text) in commands.items():
         module = importlib.import_module(f"bmvit.cli.{module_name}")
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(_module=module)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bmvit", description="Single-stage spatio-temporal action detection (BMViT).")
+    add_subcommands(parser, COMMANDS, "command", "COMMAND")
     return parser
 
 

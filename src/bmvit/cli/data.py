@@ -7,7 +7,6 @@ groups them under ``bmvit data`` and hands the parsed arguments to the chosen on
 from __future__ import annotations
 
 import argparse
-import importlib
 
 # subcommand -> (module under bmvit.cli, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -17,14 +16,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    sub.required = True
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(f"bmvit.cli.{module_name}")
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub_parser)
-        sub_parser.set_defaults(_data_module=module)
+    from bmvit.cli import add_subcommands
+
+    add_subcommands(parser, SUBCOMMANDS, "data_command", "SUBCOMMAND")
 
 
 def run(args: argparse.Namespace) -> int:
-    return int(args._data_module.run(args) or 0)
+    # argparse keeps the innermost default: ``_module`` is the chosen subcommand's module, not this one.
+    return int(args._module.run(args) or 0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-AMP_CHOICES = ("auto", "bf16", "off")  # bmvit.inference.predictor.AMP_CHOICES, without importing torch for --help
+AMP_CHOICES = ("auto", "bf16", "off")  # bmvit.engine.AMP_SETTINGS, without importing torch for --help
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

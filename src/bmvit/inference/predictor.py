@@ -38,12 +38,12 @@ import torch
 from torch import Tensor, nn
 
 from bmvit.data.video import ClipSource, FrameFolderSource, VideoFileSource, clip_indices, resample_indices
+from bmvit.engine import amp_dtype_for
 from bmvit.inference.results import Detections
 from bmvit.models.weights import ASSETS_DIR
 from bmvit.postprocess import outputs_to_host
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
-AMP_CHOICES = ("auto", "bf16", "off")
 CPU_BATCH_SIZE, CUDA_BATCH_SIZE = 4, 16
 """Clips per forward pass when none is asked for: a GPU needs a larger batch to be kept busy."""
 SHIPPED_WEIGHTS = ASSETS_DIR / "bmvit_mvit_tiny_synthetic.safetensors"
@@ -129,25 +129,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``, or None for full float32.
-
-    ``"auto"``: bf16 on a CUDA device that supports it (Ampere and later), float32 elsewhere (a CPU's
-    bf16 autocast is slower than float32 on most CPUs). ``"bf16"``: bf16 wherever asked, CPU included;
-    a CUDA device without bf16 is an error rather than a silent fallback. ``"off"``: float32.
-    """
-    if amp not in AMP_CHOICES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}; got {amp!r}")
-    if amp == "off":
-        return None
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if amp == "auto":
-        return torch.bfloat16 if cuda_bf16 else None
-    if device.type == "cuda" and not cuda_bf16:
-        raise ValueError(f"amp='bf16': the CUDA device {device} does not support bfloat16; use amp='off'")
-    return torch.bfloat16
 
 
 def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
@@ -428,7 +409,7 @@ class Predictor:
             ``warnings.warn(message, VideoInputWarning)``.
         frames_fps: frame rate of frame-folder sources (AVA extracts frames at 30 fps).
         amp: ``"auto"`` (bf16 autocast on a CUDA device that supports it, float32 elsewhere), ``"bf16"``
-            or ``"off"``. The outputs are float32 either way (see ``resolve_amp``).
+            or ``"off"``. The outputs are float32 either way (see ``engine.amp_dtype_for``).
         prefetch_frames: resized frames the decoding thread may hold ready (the queue's bound); None:
             one batch of clips' worth (``batch_size * T``, at least ``2 T``); 0: decode in the calling
             thread, no background thread.
@@ -453,7 +434,7 @@ class Predictor:
                             "model needs person boxes from a detector and is evaluated with `bmvit eval`)")
         self.device = resolve_device(device)
         self.batch_size = resolve_batch_size(batch_size, self.device)
-        self.amp_dtype = resolve_amp(amp, self.device)
+        self.amp_dtype = amp_dtype_for(amp, self.device, key="amp")
         if prefetch_frames is not None and prefetch_frames < 0:
             raise ValueError(f"prefetch_frames must be >= 0 (0: no decoding thread) or None, got {prefetch_frames}")
         self.model = model.to(self.device).eval()
@@ -790,7 +771,6 @@ __all__ = [
     "load",
     "open_source",
     "predict_to_files",
-    "resolve_amp",
     "resolve_batch_size",
     "resolve_device",
     "write_predictions",
