@@ -158,7 +158,6 @@ def train_one_epoch(
     total = len(loader) if hasattr(loader, "__len__") else None
     bar = tqdm(loader, total=total, desc=f"epoch {epoch}", disable=not dist_utils.is_main_process(), leave=False)
     optimizer.zero_grad(set_to_none=True)
-    batch_index = skip_batches - 1
     for batch_index, (clips, targets) in enumerate(bar, start=skip_batches):
         torch.manual_seed(step_seed(ctx.seed, rank, epoch, batch_index))
         _note_bad_clips(targets, state)
@@ -209,7 +208,7 @@ def train_one_epoch(
         if last:
             break
     bar.close()
-    if state.recent_keyframes:  # batches after the last sync point (a loader shorter than announced)
+    if state.recent_keyframes:  # batches after the last sync point: a last partial accumulation, or a short loader
         stopped = _sync_point(state, ctx, epoch) or stopped
     elapsed = time.perf_counter() - start
     logs = dist_utils.reduce_dict({k: v / max(1, count) for k, v in sums.items()})

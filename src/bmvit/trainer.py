@@ -65,13 +65,13 @@ class SeededItems(Dataset):
     """
 
     def __init__(self, dataset: Dataset, seed: int, max_tries: int = 8) -> None:
-        self.dataset, self.seed, self.max_tries, self.epoch = dataset, seed, max_tries, 0
+        self.dataset, self.seed, self.max_tries = dataset, seed, max_tries
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
         skipped: list[str] = []
         for attempt in range(self.max_tries):
             item = (index + attempt) % len(self.dataset)
