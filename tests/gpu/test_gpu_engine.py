@@ -12,16 +12,8 @@ from bmvit.engine import StepContext, prepare_batch
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("exact_fp32"),  # tests/gpu/conftest.py
 ]
-
-
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    """TF32 off, so that fp32 on the GPU is compared with fp32 on the CPU."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _outputs_and_targets(device, batch=4, tokens=256, classes=80, seed=0):

@@ -31,15 +31,12 @@ EFFICIENT_KERNEL_MARKS = ("fmha", "efficient_attention", "mem_efficient", "memef
 
 
 @pytest.fixture(autouse=True)
-def cuda_without_tf32():
-    """Skip without CUDA; TF32 off, so that fp32 on the GPU is fp32."""
+def cuda_without_tf32(request):
+    """Skip without CUDA; TF32 off (``exact_fp32`` of tests/gpu/conftest.py), so that fp32 on the GPU is fp32."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    request.getfixturevalue("exact_fp32")
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
     torch.cuda.empty_cache()
 
 

@@ -24,21 +24,13 @@ from bmvit.inference.predictor import SHIPPED_WEIGHTS, Predictor
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("exact_fp32"),  # tests/gpu/conftest.py
 ]
 
 DEVICE = "cuda"
 FP32_ATOL = 1e-4  # float32 on both devices: only the order of the sums differs
 BF16_ATOL = 0.05  # bf16 keeps 8 bits of mantissa; also the margin around the threshold
 CSV_ROUNDING = {"box": 5e-5, "score": 5e-7}  # write_ava_csv's %.4f and %.6f
-
-
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    """TF32 off, so that float32 on the GPU is compared with float32 on the CPU."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def write_random_model_file(path: Path) -> Path:
