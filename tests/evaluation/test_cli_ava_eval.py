@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ava_eval_example"
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "ava_eval_example"
 LABEL_MAP = 'item {\n  name: "stand"\n  id: 12\n}\n'
 GT = "v,0902,0.1,0.1,0.5,0.5,12,0\n"
 
@@ -19,7 +19,6 @@ def ava_eval(*args) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-@pytest.mark.skipif(not EXAMPLE.is_dir(), reason=f"the shared example folder is not beside the repository ({EXAMPLE})")
 def test_example_prints_per_class_ap_and_map_last_and_writes_json_and_plot(tmp_path):
     out, png = tmp_path / "result.json", tmp_path / "ap.png"
     proc = ava_eval("--groundtruth", EXAMPLE / "groundtruth.csv", "--detections", EXAMPLE / "detections.csv",

@@ -19,7 +19,7 @@ from bmvit.data.ava import BoxRows, read_annotations, read_detections, read_labe
 from bmvit.evaluation.bench import bench_evaluator, write_benchmark_files
 from bmvit.evaluation.frame_map import evaluate_ava, evaluate_ava_files, voc_average_precision
 
-EXAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ava_eval_example"
+EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "ava_eval_example"
 LABELS = {1: "a", 2: "b", 3: "c"}
 G = (0.1, 0.1, 0.5, 0.5)  # a ground-truth box used by many cases, xyxy
 
@@ -46,7 +46,6 @@ def aps(result) -> dict[int, float | None]:
 # the official example
 
 
-@pytest.mark.skipif(not EXAMPLE.is_dir(), reason=f"the shared example folder is not beside the repository ({EXAMPLE})")
 def test_official_example_reproduced_exactly():
     expected = json.loads((EXAMPLE / "expected.json").read_text())
     result = evaluate_ava_files(EXAMPLE / "groundtruth.csv", EXAMPLE / "detections.csv", EXAMPLE / "labelmap.pbtxt",
