@@ -3,7 +3,7 @@
 Frames ``frames/<vid>/<vid>_%06d.jpg`` at 30 fps (JPEG quality 90, a smooth background with moving
 shapes and pixel noise, which compresses like camera footage), optionally ``videos/<vid>.mp4`` (H.264 of
 the same frames), the train annotation CSV with a key frame per second, the label map and a frame list.
-A wrapper of ``bmvit.bench.write_ava_layout``; not part of the package.
+A wrapper of ``bmvit.bench.ava_layout.write_ava_layout``; not part of the package.
 
     python scripts/make_ava_layout.py /tmp/ava720 --size 1280x720 [--videos 2] [--frames 400] [--with-video]
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bmvit.bench import write_ava_layout
+from bmvit.bench.ava_layout import write_ava_layout
 
 
 def main() -> None:

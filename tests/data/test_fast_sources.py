@@ -278,33 +278,10 @@ def test_find_frames_keeps_counts_and_reads_the_same_frames(tmp_path):
 # ------------------------------------------------------------------------------------------------ video files
 
 
-def make_frames(n: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for i in range(n):
-        img = np.stack([(xx * 5 + i * 3) % 256, (yy * 7 + i * 5) % 256, np.full_like(xx, (i * 11) % 256)], -1)
-        img[:, (i * 2) % w] = 255
-        out.append(img.astype(np.uint8))
-    return out
-
-
-def write_h264(path: Path, frames: list[np.ndarray], gop: int = 12) -> Path:
-    """Ordinary lossy H.264 (yuv420p, B-frames), a key frame every ``gop`` frames."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        s.options = {"crf": "18", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=2:threads=1"}
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
-
-
 @pytest.fixture(scope="module")
-def h264(tmp_path_factory):
-    return write_h264(tmp_path_factory.mktemp("vid") / "vid.mp4", make_frames(150))
+def h264(tmp_path_factory, make_frames, write_h264):
+    """150 frames of 48x64 as ordinary lossy H.264, a key frame every 12 frames."""
+    return write_h264(tmp_path_factory.mktemp("vid") / "vid.mp4", make_frames(150, 48, 64))
 
 
 def seeking(path: Path) -> VideoFileSource:

@@ -23,33 +23,6 @@ from bmvit.data.video import (
 H, W = 32, 48
 
 
-def make_frames(n: int, h: int = H, w: int = W) -> list[np.ndarray]:
-    """Frames whose content identifies their index (a brightness ramp plus a moving bar)."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for i in range(n):
-        img = np.stack([(xx * 5 + i * 3) % 256, (yy * 7 + i * 5) % 256, np.full_like(xx, (i * 11) % 256)], -1)
-        img[:, (i * 2) % w] = 255
-        out.append(img.astype(np.uint8))
-    return out
-
-
-def write_video(path: Path, frames: list[np.ndarray], *, fps=30, lossless: bool = True, gop: int = 12) -> Path:
-    """Lossless: H.264 RGB at qp 0 (exact pixels); else ordinary yuv420p H.264 (lossy)."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
-        s.width, s.height = frames[0].shape[1], frames[0].shape[0]
-        s.pix_fmt = "rgb24" if lossless else "yuv420p"
-        s.options = {"qp": "0"} if lossless else {"crf": "18"}
-        s.codec_context.gop_size = gop
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
-
-
 def write_image(path: Path, img: np.ndarray) -> None:
     """PNG (lossless) or JPEG by extension, encoded with PyAV."""
     codec, pix = ("png", "rgb24") if path.suffix == ".png" else ("mjpeg", "yuvj444p")
@@ -111,13 +84,13 @@ def test_resample_indices():
 
 
 @pytest.fixture(scope="module")
-def clip_files(tmp_path_factory):
+def clip_files(tmp_path_factory, make_frames, write_h264):
     root = tmp_path_factory.mktemp("clips")
-    frames = make_frames(60)
+    frames = make_frames(60, H, W)
     return {
         "frames": frames,
-        "lossless": write_video(root / "vid.mkv", frames),
-        "h264": write_video(root / "vid.mp4", frames, lossless=False),
+        "lossless": write_h264(root / "vid.mkv", frames, lossless=True),
+        "h264": write_h264(root / "vid.mp4", frames),
         "folder": write_frame_folder(root / "vid", "vid", frames),
         "root": root,
     }
@@ -156,9 +129,9 @@ def test_h264_video_picks_the_right_frames(clip_files):
         assert errors[i] < 12  # lossy (sharp synthetic pattern, yuv420p), but close
 
 
-def test_other_frame_rate_keeps_the_time_span(tmp_path):
-    frames = make_frames(50)
-    video = VideoFileSource(write_video(tmp_path / "v25.mkv", frames, fps=25))
+def test_other_frame_rate_keeps_the_time_span(tmp_path, make_frames, write_h264):
+    frames = make_frames(50, H, W)
+    video = VideoFileSource(write_h264(tmp_path / "v25.mkv", frames, lossless=True, fps=25))
     assert video.fps == 25.0 and video.num_frames == 50
     # 30 fps timeline: centre at 1.0 s = timeline frame 30; frames 30 - 4 + 2i -> 26, 28, 30, 32 (of 30 fps)
     # -> nearest 25 fps frames round(k * 25 / 30) = 22, 23, 25, 27.
@@ -187,8 +160,8 @@ def test_open_clip_source(clip_files):
         open_clip_source("gif", clip_files["folder"])
 
 
-def test_jpeg_frames_decode(tmp_path):
-    frames = make_frames(3)
+def test_jpeg_frames_decode(tmp_path, make_frames):
+    frames = make_frames(3, H, W)
     folder = write_frame_folder(tmp_path / "j", "j", frames, ext=".jpg")
     clip = FrameFolderSource(folder).read_frames([0, 2])
     assert clip.shape == (2, H, W, 3)

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmvit.data.ava import BoxRows, read_annotations, read_detections, read_label_map
-from bmvit.evaluation.bench import bench_evaluator, write_benchmark_files
+from bmvit.bench.evaluator import bench_evaluator, write_benchmark_files
 from bmvit.evaluation.frame_map import evaluate_ava, evaluate_ava_files, voc_average_precision
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "ava_eval_example"

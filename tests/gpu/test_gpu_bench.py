@@ -11,7 +11,7 @@ pytestmark = [
 
 
 def test_device_bench_times_cuda_work_and_reports_memory():
-    from bmvit.bench import DeviceMatmulReference, bench_device_infer, bench_device_matmul, bench_device_train
+    from bmvit.bench.device import DeviceMatmulReference, bench_device_infer, bench_device_matmul, bench_device_train
 
     cuda = torch.device("cuda")
     matmul = bench_device_matmul(DeviceMatmulReference(4096, cuda), repeats=3)

@@ -3,7 +3,7 @@ bmvit costs here.
 
 Prints a table of times and rates, each with its ratio to a reference measured in the same run
 (this machine's fp32 matmul rate, torchvision's MViTv2-S when torchvision imports, the training
-step), and optionally writes every number as JSON. Sections: see ``bmvit.bench``. ``--data ROOT``
+step), and optionally writes every number as JSON. Sections: see ``bmvit.bench.cpu``. ``--data ROOT``
 (repeatable) runs the loader section on AVA-layout roots (frame folders and/or videos) instead of its
 synthetic dataset, each against Pillow's full-size decode of the same JPEGs; for one core:
 ``taskset -c 0 bmvit bench --only loader --threads 1 --data ROOT``.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-# bmvit.bench.SECTIONS, repeated here so that building the parser does not import torch.
+# bmvit.bench.cpu.SECTIONS, repeated here so that building the parser does not import torch.
 SECTION_NAMES = ("matmul", "backbone", "torchvision", "matcher", "step", "loader", "evaluator", "predict", "memory")
 
 

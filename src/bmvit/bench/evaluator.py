@@ -1,8 +1,10 @@
-"""Speed of the AVA frame-mAP evaluator on synthetic files of a realistic shape.
+"""The ``evaluator`` section of ``bmvit bench``: speed of the AVA frame-mAP evaluator on synthetic files of a
+realistic shape.
 
 ``bench_evaluator`` writes a ground-truth CSV, a detection CSV and a 60-class label map (AVA v2.2's ids) to a
-folder, then times reading + evaluation end to end. The official ActivityNet evaluator takes about 16 s on
-100,000 detection rows over 5,000 key frames on our 2-core machines; the target is 20x faster (< 0.8 s).
+folder (``write_benchmark_files``), then times reading + evaluation end to end. The official ActivityNet
+evaluator takes about 16 s on 100,000 detection rows over 5,000 key frames on our 2-core machines; the target
+is 20x faster (< 0.8 s).
 """
 
 from __future__ import annotations
@@ -16,15 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from bmvit.data.ava import read_annotations, read_detections, read_label_map
+from bmvit.data.ava import AVA_V22_CLASS_IDS, read_annotations, read_detections, read_label_map
 from bmvit.evaluation.frame_map import AvaProtocol, evaluate_ava
-
-AVA_V22_CLASS_IDS = (
-    1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 20, 22, 24, 26, 27, 28, 29, 30, 34, 36, 37, 38, 41, 43,
-    45, 46, 47, 48, 49, 51, 52, 54, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 72, 73, 74, 76,
-    77, 78, 79, 80,
-)
-"""The 60 evaluated AVA v2.2 action ids (``ava_action_list_v2.2_for_activitynet_2019.pbtxt``)."""
 
 
 def write_benchmark_files(
@@ -133,4 +128,4 @@ def bench_evaluator(
     }
 
 
-__all__ = ["AVA_V22_CLASS_IDS", "bench_evaluator", "write_benchmark_files"]
+__all__ = ["bench_evaluator", "write_benchmark_files"]
