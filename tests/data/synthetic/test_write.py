@@ -1,10 +1,8 @@
-"""The synthetic AVA-format dataset: files and formats, determinism, boxes, and that one frame is not enough."""
+"""Writing the dataset: every AVA file and its format, determinism, CSV rows from the scene, errors and the CLI."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import math
 import re
 from pathlib import Path
 
@@ -13,20 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bmvit.data import synthetic as syn
-from bmvit.data.synthetic import (
-    CLASSES,
-    FPS,
-    BodyState,
-    Segment,
-    Track,
+from bmvit.data.synthetic.keyframes import keyframe_boxes
+from bmvit.data.synthetic.render import figure_parts, parts_box, render_frame
+from bmvit.data.synthetic.scene import CLASSES, FPS
+from bmvit.data.synthetic.write import (
+    GENERATOR_VERSION,
+    SyntheticSummary,
     create_split_video_spec,
-    create_video_spec,
-    draw_parts,
-    figure_parts,
-    keyframe_boxes,
-    parts_box,
-    render_frame,
     write_synthetic_dataset,
 )
 
@@ -35,13 +26,13 @@ SECONDS = 6  # key frames 0902 .. 0904
 KEY_SECONDS = (902, 903, 904)
 
 
-def _write(root: Path, seed: int = 3, num_videos: int = 2, frames: bool = False) -> syn.SyntheticSummary:
+def _write(root: Path, seed: int = 3, num_videos: int = 2, frames: bool = False) -> SyntheticSummary:
     return write_synthetic_dataset(root, seed, num_videos=num_videos, num_val_videos=1, seconds=SECONDS, size=SIZE,
                                    frames=frames, workers=1)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, syn.SyntheticSummary]:
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SyntheticSummary]:
     root = tmp_path_factory.mktemp("synth")
     return root, _write(root, frames=True)
 
@@ -71,7 +62,7 @@ def test_layout_has_every_ava_file(dataset):
                  "ava_action_list_v2.2_for_activitynet_2019.pbtxt"):
         assert (root / "annotations" / name).is_file()
     readme = (root / "README.txt").read_text()
-    assert f"generator version {syn.GENERATOR_VERSION}" in readme and "--seed 3" in readme
+    assert f"generator version {GENERATOR_VERSION}" in readme and "--seed 3" in readme
     assert all(name in readme for name in CLASSES)
 
 
@@ -177,24 +168,6 @@ def test_val_is_its_own_seed_stream(dataset, tmp_path):
 # ---------------------------------------------------------------------------------------------- content
 
 
-def test_rendered_figure_lies_inside_its_tight_box():
-    for seed in range(4):
-        spec = create_video_spec(np.random.default_rng(seed), (160, 120), 8)
-        for track in spec.tracks:
-            for t in (0.5, 2.3, 4.1, 7.0):
-                parts = figure_parts(track.style, track.pose_at(t))
-                x1, y1, x2, y2 = parts_box(parts)
-                canvas = np.zeros((120, 160, 3), np.float32)
-                draw_parts(canvas, parts)
-                ii, jj = np.nonzero(canvas.max(axis=2) > 0)
-                assert len(ii) > 20
-                # every touched pixel overlaps the box
-                assert (jj + 1 > x1).all() and (jj < x2).all() and (ii + 1 > y1).all() and (ii < y2).all()
-                if x1 >= 0 and y1 >= 0 and x2 <= 160 and y2 <= 120:  # tight: a pixel within half a pixel of each edge
-                    assert jj.min() <= x1 + 0.51 and jj.max() + 1 >= x2 - 0.51
-                    assert ii.min() <= y1 + 0.51 and ii.max() + 1 >= y2 - 0.51
-
-
 def test_csv_boxes_and_labels_come_from_the_scene(dataset):
     root, _ = dataset
     spec = create_split_video_spec(3, "val", 0, SIZE, SECONDS)
@@ -212,97 +185,6 @@ def test_csv_boxes_and_labels_come_from_the_scene(dataset):
     assert _rows(root / "annotations" / "ava_val_v2.2.csv") == expected
 
 
-def test_bystanders_never_carry_labels_and_actors_switch_actions():
-    kinds, multi, switching = set(), 0, 0
-    for seed in range(8):
-        spec = create_video_spec(np.random.default_rng(seed), (160, 120), 30)
-        assert 2 <= len(spec.tracks) <= 4 and 1 <= spec.num_actors <= min(3, len(spec.tracks))
-        for track in spec.tracks[spec.num_actors:]:
-            assert all(seg.labels == () for seg in track.segments)
-        ids = {b.person_id for b in keyframe_boxes(spec)}
-        assert ids <= set(range(spec.num_actors))
-        for track in spec.tracks[: spec.num_actors]:
-            labels = [track.labels_at(s - 900.0) for s in syn.keyframe_seconds(30)]
-            kinds.update(name for names in labels for name in names)
-            multi += sum(len(names) > 1 for names in labels)
-            switching += len(set(labels)) > 1
-            for seg in track.segments:  # changes fall on half seconds, away from key frames
-                assert seg.start == 0.0 or seg.start % 1.0 == 0.5
-                h = seg.state0.height
-                assert 0.2 * 120 - 1e-6 <= h <= 0.6 * 120 + 1e-6
-    assert kinds == set(CLASSES)
-    assert multi > 20 and switching >= 8
-
-
-def test_a_hidden_actor_is_reported_as_barely_visible():
-    spec = create_video_spec(np.random.default_rng(0), (160, 120), 6)
-    spec = dataclasses.replace(spec, distractors=(), occluder=None)
-    style, motion = spec.tracks[0].style, spec.tracks[0].motion
-    far = Track(0, style, motion, spec.horizon, (Segment("spin", 0.0, 6.0, BodyState(80.0, 26.0, 0.0, 0.0, 0.0)),))
-    near_style = dataclasses.replace(style, build=1.25, ground_ratio=style.ground_ratio)
-    near_state = BodyState(80.0, 70.0, 0.0, 1.0, 0.0)
-    near = Track(1, near_style, motion, spec.horizon - 8, (Segment("idle", 0.0, 6.0, near_state),))
-    boxes = keyframe_boxes(dataclasses.replace(spec, tracks=(far, near), num_actors=1))
-    assert [b.person_id for b in boxes] == [0, 0, 0]
-    assert max(b.visible for b in boxes) < syn.EXCLUDE_BELOW_VISIBLE
-    alone = keyframe_boxes(dataclasses.replace(spec, tracks=(far,), num_actors=1))
-    assert all(b.visible > 0.95 for b in alone)
-
-
-# ---------------------------------------------------------------------------------------------- needs time
-
-
-def _with_pose_at(track: Track, seg: Segment, t: float, **targets: float) -> Track:
-    """``track`` doing only ``seg``, its start state nudged (by ulps) so that its pose at ``t`` has exactly
-    the ``targets`` values. Targets lie in a binade no finer than the start values, so rounding can hit them."""
-    for name, target in targets.items():
-        def pose_value(start: float) -> float:
-            state = dataclasses.replace(seg.state0, **{name: start})
-            moved = dataclasses.replace(track, segments=(dataclasses.replace(seg, state0=state),))
-            return getattr(moved.pose_at(t), name)
-
-        start = target - pose_value(0.0)  # the segment adds pose_value(0) by time t
-        for _ in range(32):
-            got = pose_value(start)
-            if got == target:
-                break
-            start = float(np.nextafter(start, -math.inf if got > target else math.inf))
-        assert got == target, name
-        seg = dataclasses.replace(seg, state0=dataclasses.replace(seg.state0, **{name: start}))
-    return dataclasses.replace(track, segments=(seg,))
-
-
-@pytest.mark.parametrize("case", ["left_vs_right", "walk_vs_run", "wave_vs_raised_hand"])
-def test_one_key_frame_cannot_separate_two_classes(case):
-    """Two clips from the generator whose key frames are pixel-identical while their labels differ."""
-    spec = create_video_spec(np.random.default_rng(11), (160, 120), SECONDS)
-    t, key = 2.0, 2 * FPS  # AVA second 902
-    start = BodyState(x=80.0, height=64.0, phase=0.4, stride=1.0, facing=0.7)
-    base = spec.tracks[0]
-    if case == "left_vs_right":
-        a = _with_pose_at(base, Segment("walk", 0.0, 6.0, start, direction=-1), t, x=130.0)
-        b = _with_pose_at(base, Segment("walk", 0.0, 6.0, start, direction=1), t, x=130.0)
-        expect = {("walk", "move_left"), ("walk", "move_right")}
-    elif case == "walk_vs_run":
-        a = _with_pose_at(base, Segment("walk", 0.0, 6.0, start, direction=-1), t, x=130.0, phase=40.0)
-        b = _with_pose_at(base, Segment("run", 0.0, 6.0, start, direction=-1), t, x=130.0, phase=40.0)
-        expect = {("walk", "move_left"), ("run", "move_left")}
-    else:
-        a = dataclasses.replace(base, segments=(Segment("idle", 0.0, 6.0, start, arm="wave", arm_phase=1.0),))
-        still = a.pose_at(t).forearm_phase
-        raised = Segment("idle", 0.0, 6.0, start, arm="raised", arm_phase=still)
-        b = dataclasses.replace(base, segments=(raised,))
-        expect = {("wave",), ()}
-    assert a.pose_at(t) == b.pose_at(t)
-    assert {a.labels_at(t), b.labels_at(t)} == expect
-    clip_a = dataclasses.replace(spec, tracks=(a, *spec.tracks[1:]))
-    clip_b = dataclasses.replace(spec, tracks=(b, *spec.tracks[1:]))
-    assert np.array_equal(render_frame(clip_a, key), render_frame(clip_b, key))
-    for offset in (-8, -4, 4, 8):  # time tells them apart
-        diff = np.abs(render_frame(clip_a, key + offset).astype(int) - render_frame(clip_b, key + offset))
-        assert (diff.max(axis=2) > 20).sum() >= 5, offset
-
-
 # ---------------------------------------------------------------------------------------------- errors, CLI, figure
 
 
@@ -315,10 +197,6 @@ def test_bad_arguments_are_named(tmp_path, kwargs, message):
     args = {"seconds": SECONDS, "size": SIZE, "num_videos": 1} | kwargs
     with pytest.raises(ValueError, match=message):
         write_synthetic_dataset(tmp_path, 0, num_val_videos=1, **args)
-    with pytest.raises(IndexError, match=r"frame_index must be in \[0, 180\)"):
-        render_frame(create_video_spec(np.random.default_rng(0), SIZE, SECONDS), 180)
-    with pytest.raises(ValueError, match="kind in"):
-        Segment("dance", 0.0, 1.0, BodyState(10.0, 30.0, 0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="split must be one of"):
         create_split_video_spec(0, "test", 0)
 
