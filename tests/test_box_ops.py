@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,34 @@ def test_grid_cell_index_inverts_grid_cell_centres_and_clamps_edges():
     # (0.74, 0.5): column 2 of 4, row 1 of 2 -> 6; the corner (1, 1) is the last cell, (0, 0) the first.
     points = torch.tensor([[0.74, 0.5], [1.0, 1.0], [0.0, 0.0]])
     assert grid_cell_index(points, 2, 4).tolist() == [6, 7, 0]
+
+
+def test_numpy_iou_hand_computed_pairwise_and_matched():
+    from bmvit.box_ops import box_iou_numpy, matched_box_iou_numpy
+
+    a = np.array([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+    b = np.array([[1.0, 1.0, 3.0, 3.0], [4.0, 0.0, 5.0, 1.0], [0.0, 0.0, 2.0, 1.0]])
+    # Continuous coordinates, no +1: [0,0,2,2] vs [1,1,3,3] overlap 1x1, union 4 + 4 - 1 = 7;
+    # vs [0,0,2,1] overlap 2x1 = 2, union 4 + 2 - 2 = 4. [0,0,1,1] vs [1,1,3,3] touch at a corner only.
+    expected = np.array([[1 / 7, 0.0, 2 / 4], [0.0, 0.0, 1 / 2]])
+    pairwise = box_iou_numpy(a, b)
+    assert pairwise.shape == (2, 3)
+    np.testing.assert_allclose(pairwise, expected, rtol=0, atol=1e-15)
+    # The same numbers row by row, against one box, and against per-row candidates.
+    np.testing.assert_allclose(matched_box_iou_numpy(a, b[[0, 2]]), [1 / 7, 1 / 2], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(matched_box_iou_numpy(b, a[0]), expected[0], rtol=0, atol=1e-15)
+    candidates = np.stack([b[[2, 0]], b[[1, 2]]])  # [2 rows, 2 candidates, 4]
+    np.testing.assert_allclose(matched_box_iou_numpy(a[:, None, :], candidates), [[2 / 4, 1 / 7], [0.0, 1 / 2]],
+                               rtol=0, atol=1e-15)
+    # Agrees with the torch box_iou on well-formed boxes.
+    np.testing.assert_allclose(pairwise, box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy(), rtol=0, atol=1e-15)
+
+
+def test_numpy_iou_of_two_empty_boxes_is_nan():
+    from bmvit.box_ops import box_iou_numpy
+
+    point = np.array([[0.5, 0.5, 0.5, 0.5]])
+    # 0 / 0, as ACT's iou2d: its evaluators rely on argmax ranking NaN first and on NaN never being a hit.
+    assert np.isnan(box_iou_numpy(point, point)[0, 0])
+    assert box_iou_numpy(point, np.array([[0.0, 0.0, 1.0, 1.0]]))[0, 0] == 0.0
+    assert box_iou_numpy(np.zeros((0, 4)), point).shape == (0, 1)

@@ -52,9 +52,9 @@ def test_mvitv2_s_matches_the_model_zoo():
     assert report.params_m == pytest.approx(34.5, rel=0.01)  # 34.5 M with the 400-class head; 34.23 M without
 
 
-def test_bmvit_mvitv2_s_at_256():
+def test_mvitv2_s_det_at_256():
     with torch.device("meta"):
-        model = bmvit.create_backbone("bmvit_mvitv2_s")
+        model = bmvit.create_backbone("mvitv2_s_det")
     report = count_flops(model, (1, 3, 16, 256, 256))
     assert report.gmacs == pytest.approx(110.3, rel=0.02)  # docs/design.md#compute: fvcore on PySlowFast, scale5 KV stride (1,2,2)
 
@@ -81,7 +81,7 @@ def test_cli_takes_detector_names_too(capsys):
         pytest.skip("detector presets not registered")
     assert _cli("--model", "bmvit_mvit_tiny") == 0
     detector = capsys.readouterr().out
-    assert _cli("--model", "bmvit_mvit_tiny", "--backbone") == 0
+    assert _cli("--model", "mvit_tiny_det") == 0
     backbone = capsys.readouterr().out
     assert "(detector)" in detector and "(backbone)" in backbone
     params = [float(text.split("params: ")[1].split(" M")[0]) for text in (detector, backbone)]

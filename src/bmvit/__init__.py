@@ -16,7 +16,7 @@ from bmvit.models import create_backbone, create_model, list_backbones, list_mod
 __version__ = "0.1.0"
 
 # Imported on first use: the inference stack pulls in PyAV and the data layer, which `import bmvit` should not pay for.
-_LAZY = {"load": "bmvit.inference.predictor", "Predictor": "bmvit.inference.predictor",
+_LAZY = {"load": "bmvit.checkpoint", "Predictor": "bmvit.inference.predictor",
          "Detections": "bmvit.inference.results"}
 
 

@@ -1,12 +1,14 @@
-"""Box conversions and overlap measures for torch tensors.
+"""Box conversions and overlap measures, for torch tensors and (IoU only) numpy arrays.
 
 Formats are named in every function: ``cxcywh`` (centre x, centre y, width, height) and ``xyxy``
 (top-left x, top-left y, bottom-right x, bottom-right y). Coordinates are usually normalised to
-[0, 1] of the key frame, but nothing here depends on the scale.
+[0, 1] of the key frame, but nothing here depends on the scale. Every IoU here is the
+continuous-coordinate one (width ``x2 - x1``, no ``+ 1`` pixel convention).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -82,3 +84,32 @@ def generalized_box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
     wh = (bottom_right - top_left).clamp(min=0)
     enclosing = wh[..., 0] * wh[..., 1]
     return iou - (enclosing - union) / enclosing.clamp(min=eps)
+
+
+def matched_box_iou_numpy(boxes1_xyxy: np.ndarray, boxes2_xyxy: np.ndarray) -> np.ndarray:
+    """IoU of boxes paired by numpy broadcasting: ``[..., 4]`` xyxy and ``[..., 4]`` xyxy -> ``[...]``.
+
+    Row-wise for two ``[N, 4]`` arrays (``[N]``); ``[N, 4]`` against one box ``[4]`` gives ``[N]``;
+    ``[N, 1, 4]`` against ``[N, M, 4]`` gives each row its own ``M`` candidates (``[N, M]``).
+    Continuous coordinates: ``intersection / (area1 + area2 - intersection)``. Areas are not clamped
+    (boxes are expected well formed, x2 >= x1 and y2 >= y1), and two empty boxes give NaN (0 / 0),
+    as ACT's ``iou2d`` does: its evaluators rank NaN above any IoU in ``argmax`` and never count it
+    as a hit, so the NaN is kept rather than turned into 0.
+    """
+    width = np.maximum(0.0, np.minimum(boxes1_xyxy[..., 2], boxes2_xyxy[..., 2])
+                       - np.maximum(boxes1_xyxy[..., 0], boxes2_xyxy[..., 0]))
+    height = np.maximum(0.0, np.minimum(boxes1_xyxy[..., 3], boxes2_xyxy[..., 3])
+                        - np.maximum(boxes1_xyxy[..., 1], boxes2_xyxy[..., 1]))
+    intersection = width * height
+    area1 = (boxes1_xyxy[..., 2] - boxes1_xyxy[..., 0]) * (boxes1_xyxy[..., 3] - boxes1_xyxy[..., 1])
+    area2 = (boxes2_xyxy[..., 2] - boxes2_xyxy[..., 0]) * (boxes2_xyxy[..., 3] - boxes2_xyxy[..., 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return intersection / (area1 + area2 - intersection)
+
+
+def box_iou_numpy(boxes1_xyxy: np.ndarray, boxes2_xyxy: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of numpy boxes, the counterpart of ``box_iou``: ``[N, 4]`` xyxy, ``[M, 4]`` xyxy -> ``[N, M]``.
+
+    Same arithmetic as ``matched_box_iou_numpy`` (continuous coordinates, NaN for two empty boxes).
+    """
+    return matched_box_iou_numpy(np.asarray(boxes1_xyxy)[:, None, :], np.asarray(boxes2_xyxy)[None, :, :])

@@ -5,6 +5,9 @@ safetensors header, one metadata entry ``"bmvit"`` with JSON: the model config, 
 ids and names, input size, mean/std, the run config, metrics and the code version. Nothing is ever
 unpickled. A training checkpoint (``last.safetensors``) adds the optimiser, scheduler, scaler and
 RNG state so that ``--resume`` continues exactly where the run stopped.
+
+``load`` (``bmvit.load``) is the user-facing way in: a model file, or a preset name with the file that
+must hold it, to an eval-ready detector; ``model_metadata_or_defaults`` is what inference reads from it.
 """
 
 from __future__ import annotations
@@ -81,8 +84,19 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_len])
     raw = header.get("__metadata__", {}).get(METADATA_KEY)
-    metadata = json.loads(raw) if raw else {}
+    metadata = _with_current_names(json.loads(raw)) if raw else {}
     return tensors, metadata
+
+
+def _with_current_names(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` with a renamed backbone preset in ``model_config`` under its current name, so that a file
+    written before the rename compares equal to the config a run builds now (resume, ``model.init_weights``)."""
+    config = metadata.get("model_config")
+    if not isinstance(config, dict) or not isinstance(config.get("backbone"), str):
+        return metadata
+    from bmvit.models.backbones import canonical_backbone_name
+
+    return {**metadata, "model_config": {**config, "backbone": canonical_backbone_name(config["backbone"])}}
 
 
 def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any]) -> None:
@@ -168,6 +182,21 @@ def _model_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> di
     return tensors
 
 
+def _other_classes_message(path: str | Path, file_classes: list[int], run_classes: list[int]) -> str:
+    """Why a detector file trained on ``file_classes`` cannot start a run on ``run_classes``, and what to do."""
+    missing = [c for c in file_classes if c not in run_classes]
+    extra = [c for c in run_classes if c not in file_classes]
+    if missing or extra:
+        what = f"missing from the data: {missing}; in the data but not in the checkpoint: {extra}"
+    else:
+        what = "the same ids in another order"
+    return (f"model.init_weights: {path} was trained on other action classes than this run's data has: the "
+            f"checkpoint predicts {len(file_classes)} classes {file_classes or '(its metadata names none)'}, the "
+            f"data has {len(run_classes)} classes {run_classes} ({what}). Its heads cannot serve these classes. "
+            "Either set `model.init_weights=` (empty) to start from the backbone weights (model.backbone_weights) "
+            "with new heads, or train on data with the checkpoint's classes.")
+
+
 def init_from_detector(model: torch.nn.Module, path: str | Path, class_ids: list[int]) -> str:
     """Start ``model`` from every tensor of a trained detector file (backbone, projection and heads).
 
@@ -176,18 +205,22 @@ def init_from_detector(model: torch.nn.Module, path: str | Path, class_ids: list
     schedule start afresh (to continue a run, use ``--resume``). Returns a one-line report.
 
     Raises:
-        ValueError: not a bmvit model file, another architecture, or other classes.
+        ValueError: not a bmvit model file, another architecture, or other classes (the message then names
+            both class lists and the two ways out).
     """
     tensors, meta = load_tensors(path)
     if "model_config" not in meta:
         raise ValueError(f"model.init_weights: {path} is not a bmvit model file (no model_config in its metadata)")
     mine = model.config.to_dict()
+    file_classes = [int(c) for c in meta.get("class_ids", [])]
+    run_classes = [int(c) for c in class_ids]
+    diff = {k: (meta["model_config"].get(k), v) for k, v in mine.items() if meta["model_config"].get(k) != v}
+    # A class count that differs is a config difference too, but other classes are the cause and need their own
+    # advice: the usual case is a shipped config's init_weights met by a dataset that lacks one of its classes.
+    if set(diff) <= {"num_classes"} and file_classes != run_classes:
+        raise ValueError(_other_classes_message(path, file_classes, run_classes))
     if meta["model_config"] != mine:
-        diff = {k: (meta["model_config"].get(k), v) for k, v in mine.items() if meta["model_config"].get(k) != v}
         raise ValueError(f"model.init_weights: {path} holds another architecture; (file, run) differ in {diff}")
-    if list(meta.get("class_ids", [])) != list(class_ids):
-        raise ValueError(f"model.init_weights: {path} predicts classes {meta.get('class_ids')}, the run trains "
-                         f"{list(class_ids)}; for new classes start from its backbone (model.backbone_weights)")
     tensors = _model_tensors(tensors, meta)
     model.load_state_dict(tensors, strict=True)
     return f"initialised every tensor ({len(tensors)}) from the detector {path}"
@@ -205,19 +238,98 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn
             f"{path} has no bmvit model metadata; it is not a bmvit model file "
             "(for pretrained backbone weights use create_model(..., backbone_weights=PATH))"
         )
-    model_class = meta.get("model_class", "BMViT")
-    if model_class == "TwoStageMViT":
-        from bmvit.models.twostage import TwoStageConfig, TwoStageMViT
+    from bmvit.models import detector_class
 
-        model = TwoStageMViT(TwoStageConfig.from_dict(meta["model_config"]))
-    elif model_class == "BMViT":
-        from bmvit.models.bmvit import BMViT, BMViTConfig
-
-        model = BMViT(BMViTConfig.from_dict(meta["model_config"]))
-    else:
-        raise ValueError(f"{path} holds a {model_class!r} model, which this version of bmvit cannot build")
+    try:
+        cls = detector_class(meta.get("model_class", "BMViT"))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    model = cls(cls.config_class.from_dict(meta["model_config"]))
     missing, unexpected = model.load_state_dict(_model_tensors(tensors, meta), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path} does not fit its own model config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.metadata = meta
     return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a trained detector for inference: bmvit.load
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load(path: str | os.PathLike, weights: str | os.PathLike | None = None,
+         device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A trained detector, eval-ready, with its checkpoint metadata as ``model.metadata`` (``bmvit.load``).
+
+    Args:
+        path: a bmvit model file (``model.safetensors``, ``best.safetensors``, ``last.safetensors``),
+            or a preset name from ``bmvit.list_models()`` together with ``weights``.
+        weights: with a preset name: the model file to load; it must hold that preset's architecture.
+        device: where to put the model (``"auto"``: CUDA when available).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a preset name without ``weights``, an unknown preset, a file of another preset, or
+            not a bmvit model file.
+    """
+    from bmvit.models import list_models
+
+    device = resolve_device(device)
+    name = os.fspath(path)
+    if weights is None:
+        if name in list_models() and not Path(name).exists():
+            raise ValueError(f"bmvit.load({name!r}): a preset name needs weights=MODEL_FILE (for random weights use "
+                             f"bmvit.create_model({name!r}))")
+        return load_model(_existing_file(name, "model file"), device)
+    if name not in list_models():
+        raise ValueError(f"bmvit.load: {name!r} is not a preset (available: {', '.join(list_models())}); "
+                         "pass a model file as the first argument")
+    model = load_model(_existing_file(weights, "weights file"), device)
+    built = _preset_of(model)
+    if built != name:
+        raise ValueError(f"{weights} holds a {built!r} model, not the {name!r} preset asked for")
+    return model
+
+
+def _preset_of(model: torch.nn.Module) -> str:
+    """The preset a loaded model was made from: the training run's ``model.name`` when recorded, else
+    the preset (built on the meta device: no memory, no time) with the same backbone and action head."""
+    from bmvit.models import create_model, list_models
+
+    recorded = model.metadata.get("run_config", {}).get("model", {}).get("name")
+    if recorded:
+        return str(recorded)
+    # A preset is its backbone and its kind of action head; widths and the like are user overrides.
+    mine = {k: v for k, v in model.config.to_dict().items() if k in ("backbone", "action_head")}
+    for preset in list_models():
+        with torch.device("meta"):
+            reference = create_model(preset, num_classes=model.config.num_classes).config.to_dict()
+        if all(reference.get(k) == v for k, v in mine.items()):
+            return preset
+    return model.config.backbone
+
+
+def _existing_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file")
+    return path
+
+
+def model_metadata_or_defaults(model: torch.nn.Module) -> dict[str, Any]:
+    """The model's checkpoint metadata, completed with the training defaults of ``bmvit.config`` for a
+    model that has none (built with ``create_model``): 16x4 sampling at 30 fps, mean/std, square resize."""
+    from bmvit.config import DataConfig, EvalConfig
+
+    data, evaluation = DataConfig(), EvalConfig()
+    defaults = {"sampling_stride": data.sampling_stride, "fps": data.fps, "mean": data.mean, "std": data.std,
+                "resize": data.resize, "threshold": evaluation.threshold}
+    return {**defaults, **getattr(model, "metadata", {})}

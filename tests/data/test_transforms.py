@@ -18,7 +18,7 @@ from bmvit.data.transforms import (
     ToModelInput,
     ToTensorClip,
     adjust_colour,
-    build_transforms,
+    create_transforms,
     hflip,
     letterbox_geometry,
     resize_frames,
@@ -217,22 +217,22 @@ def test_to_model_input():
         ToModelInput(std=(0.1, 0.0, 0.1))
 
 
-def test_build_transforms_eval_is_deterministic_and_shaped():
+def test_create_transforms_eval_is_deterministic_and_shaped():
     clip, target = clip_and_target(h=90, w=160, t=4)
-    steps = build_transforms(False, 32)
+    steps = create_transforms(False, 32)
     a, ta = steps(clip, target)
     b, _ = steps(clip, target)
     assert a.shape == (3, 4, 32, 32) and torch.equal(a, b)
     torch.testing.assert_close(ta["boxes"][0], torch.tensor([0.45, 0.45, 0.3, 0.3]))
-    letter = build_transforms(False, 32, resize="letterbox")(clip, target)[1]
+    letter = create_transforms(False, 32, resize="letterbox")(clip, target)[1]
     assert letter["letterbox"].content_size == (18, 32)
-    assert [type(s).__name__ for s in build_transforms(True, 32).transforms] == [
+    assert [type(s).__name__ for s in create_transforms(True, 32).transforms] == [
         "ToTensorClip",
         "HorizontalFlip",
         "Resize",
         "ToModelInput",
     ]  # the defaults: flip only
-    train = build_transforms(True, 32, scale_jitter=(0.7, 1.2), color_jitter=0.3)
+    train = create_transforms(True, 32, scale_jitter=(0.7, 1.2), color_jitter=0.3)
     assert train.transforms[1].scale == (0.7, 1.2) and train.transforms[4].contrast == 0.3
     assert [type(s).__name__ for s in train.transforms] == [
         "ToTensorClip",
@@ -266,9 +266,9 @@ def test_the_uint8_hand_off_equals_the_float_pipeline(train, resize, options):
     clip, target = clip_and_target(h=90, w=160, t=3, seed=4)
     for seed in range(4):
         random.seed(seed)
-        ref, ref_target = build_transforms(train, 48, **common)(clip, target)
+        ref, ref_target = create_transforms(train, 48, **common)(clip, target)
         random.seed(seed)
-        small, small_target = build_transforms(train, 48, output="uint8", **common)(clip, target)
+        small, small_target = create_transforms(train, 48, output="uint8", **common)(clip, target)
         assert small.dtype == torch.uint8 and small.shape == ref.shape == (3, 3, 48, 48)
         torch.testing.assert_close(small_target["boxes"], ref_target["boxes"], rtol=0, atol=1e-6)
         assert torch.equal(small_target["labels"], ref_target["labels"])

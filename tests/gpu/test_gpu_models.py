@@ -24,7 +24,8 @@ from bmvit.models.backbones.mvit import sdpa_backends
 
 pytestmark = pytest.mark.gpu
 
-BACKBONE = "bmvit_mvitv2_s"  # 16x256 clips, 8x16x16 tokens of 768 channels
+BACKBONE = "mvitv2_s_det"  # 16x256 clips, 8x16x16 tokens of 768 channels
+DETECTOR = "bmvit_mvitv2_s"  # that backbone with the projection and heads
 CLIP = (3, 16, 256, 256)
 OUTPUT_KEYS = ("pred_boxes", "pred_actor", "pred_actions")
 EFFICIENT_KERNEL_MARKS = ("fmha", "efficient_attention", "mem_efficient", "memeff")
@@ -105,7 +106,7 @@ def test_bf16_tokens_stay_near_fp32():
 
 def test_bf16_autocast_train_step_is_finite_everywhere():
     torch.manual_seed(0)
-    model = bmvit.create_model(BACKBONE, num_classes=80).cuda().train()
+    model = bmvit.create_model(DETECTOR, num_classes=80).cuda().train()
     clip = _clip(2).cuda()
     torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()

@@ -13,7 +13,8 @@ import bmvit
 from bmvit.checkpoint import save_model
 from bmvit.config import Config
 from bmvit.data.synthetic import CLASSES, create_video_spec, encode_video
-from bmvit.trainer import ClassInfo, model_metadata
+from bmvit.build import ClassInfo
+from bmvit.trainer import model_metadata
 
 TINY_INPUT = (8, 64, 64)  # bmvit_mvit_tiny at 8x64x64: 4x4x4 tokens, 16 candidates, ~10 ms per clip
 STRIDE = 8  # 8 frames at stride 8: a clip spans 64 / 30 = 2.13 s, so clamping at the video ends is exercised

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import bmvit
-from bmvit.data.video import VideoFileSource
-from bmvit.inference.predictor import Predictor, _FrameStream, _prefetch
+from bmvit.data.video import FrameStream, VideoFileSource
+from bmvit.inference.predictor import Predictor, _prefetch
 
 
 def _decode_threads() -> list[threading.Thread]:
@@ -26,7 +26,7 @@ def _wait_for_threads(count: int, timeout_s: float = 5.0) -> int:
     return threading.active_count()
 
 
-def _stream_facts(reader: _FrameStream) -> tuple[int, bool, str | None]:
+def _stream_facts(reader: FrameStream) -> tuple[int, bool, str | None]:
     return reader.last_index, reader.complete, reader.error
 
 
@@ -38,7 +38,7 @@ def test_threaded_stream_gives_exactly_the_frames_of_the_unthreaded_one(make_vid
         video = tmp_path / "cut.mp4"
         video.write_bytes(data[: int(len(data) * cut)])
     wanted = np.unique(np.r_[0:90:7, 3, 4, 5, 89])
-    plain_reader, threaded_reader = _FrameStream(VideoFileSource(video)), _FrameStream(VideoFileSource(video))
+    plain_reader, threaded_reader = FrameStream(VideoFileSource(video)), FrameStream(VideoFileSource(video))
     plain = list(plain_reader.frames(wanted))
     threaded = list(_prefetch(lambda: threaded_reader.frames(wanted), maxsize=3))
     assert [i for i, _ in threaded] == [i for i, _ in plain] and len(plain) > 5
@@ -67,8 +67,8 @@ def test_an_exception_while_decoding_reaches_the_consumer_with_its_message(model
                 raise RuntimeError(f"decoder exploded at frame {item[0]}")
             yield item
 
-    original = _FrameStream.frames
-    monkeypatch.setattr(_FrameStream, "frames", failing)
+    original = FrameStream.frames
+    monkeypatch.setattr(FrameStream, "frames", failing)
     before = threading.active_count()
     predictor = Predictor(bmvit.load(model_file), device="cpu", batch_size=1)
     with pytest.raises(RuntimeError, match=r"^decoder exploded at frame \d+$") as info:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import bmvit
-from bmvit.data.transforms import build_transforms, normalize_clips
+from bmvit.data.transforms import create_transforms, normalize_clips
 from bmvit.data.video import VideoFileSource
 from bmvit.engine import amp_dtype_for
 from bmvit.inference.predictor import (
@@ -56,7 +56,7 @@ def _reference(predictor: Predictor, video, time_s: float, output: str = "uint8"
     source = VideoFileSource(video)
     spec = predictor.spec
     frames = source.read_clip_at_time(time_s, spec.num_frames, spec.stride, sample_fps=spec.timeline_fps)
-    transform = build_transforms(False, spec.input_hw, mean=spec.mean, std=spec.std, resize=spec.resize, output=output)
+    transform = create_transforms(False, spec.input_hw, mean=spec.mean, std=spec.std, resize=spec.resize, output=output)
     clip, _ = transform(frames, {})
     clips = normalize_clips(clip[None], spec.mean, spec.std)  # a float clip passes as it is
     with torch.no_grad():
@@ -249,14 +249,14 @@ def test_load_rejects_other_files_and_presets(model_file, tmp_path):
     save_file({"weight": torch.zeros(3)}, foreign)
     with pytest.raises(ValueError, match="not a bmvit model file"):
         bmvit.load(foreign)
-    backbone = bmvit.create_backbone("bmvit_mvit_tiny", input_size=(8, 64, 64))
+    backbone = bmvit.create_backbone("mvit_tiny_det", input_size=(8, 64, 64))
     backbone_file = tmp_path / "backbone.safetensors"
     save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, backbone_file)
     with pytest.raises(ValueError, match="not a bmvit model file"):
         bmvit.load(backbone_file)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         bmvit.load(tmp_path / "missing.safetensors")
-    assert bmvit.load("bmvit_mvit_tiny", weights=model_file).config.backbone == "bmvit_mvit_tiny"
+    assert bmvit.load("bmvit_mvit_tiny", weights=model_file).config.backbone == "mvit_tiny_det"
     with pytest.raises(ValueError, match="not the 'bmvit_mvitv2_s' preset"):
         bmvit.load("bmvit_mvitv2_s", weights=model_file)
     with pytest.raises(ValueError, match="needs weights"):

@@ -19,18 +19,18 @@ SMALL_INPUT = (4, 64, 64)  # every tiny preset accepts it: 2x16x16 patch grid, 2
 # (T', H', W', C) of the full-size presets at their own input size, from the papers' tables.
 FULL_SIZE_TOKENS = {
     "mvitv2_s": (8, 7, 7, 768),
-    "bmvit_mvitv2_s": (8, 16, 16, 768),
+    "mvitv2_s_det": (8, 16, 16, 768),
     "vit_b": (8, 14, 14, 768),
-    "bmvit_vit_b": (8, 18, 18, 768),
+    "vit_b_det": (8, 18, 18, 768),
     "hiera_b": (8, 7, 7, 768),
     "hiera_l": (8, 7, 7, 1152),
-    "bmvit_hiera_l": (8, 16, 16, 1152),
+    "hiera_l_det": (8, 16, 16, 1152),
 }
 
 
 def test_registry_holds_every_family_and_tiny_presets():
     assert set(FULL_SIZE_TOKENS) <= set(ALL)
-    assert {"mvit_tiny", "bmvit_mvit_tiny", "vit_tiny", "hiera_tiny", "bmvit_hiera_tiny"} <= set(TINY)
+    assert {"mvit_tiny", "mvit_tiny_det", "vit_tiny", "hiera_tiny", "hiera_tiny_det"} <= set(TINY)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -119,3 +119,18 @@ def test_every_weights_record_names_a_format_its_backbone_reads_and_a_license():
         assert spec.license and spec.input_size == expected_size, spec.name
         if spec.source_format in ("videomae", "hiera"):
             assert spec.license.startswith("CC BY-NC 4.0"), spec.name  # non-commercial weights
+
+
+def test_detector_and_backbone_names_are_disjoint_and_former_backbone_names_still_build():
+    from bmvit.models.backbones import RENAMED_BACKBONES, canonical_backbone_name
+    from bmvit.models.bmvit import BMViTConfig
+
+    assert not set(bmvit.list_models()) & set(bmvit.list_backbones())
+    for old, new in RENAMED_BACKBONES.items():
+        # Each former name is now only the detector built on the renamed backbone.
+        assert old in bmvit.list_models() and old not in bmvit.list_backbones() and new in bmvit.list_backbones()
+        assert canonical_backbone_name(old) == new and BMViTConfig(backbone=old).backbone == new
+        with torch.device("meta"):
+            assert bmvit.create_model(old).config.backbone == new
+            assert bmvit.create_backbone(old).cfg == bmvit.create_backbone(new).cfg
+    assert canonical_backbone_name("mvitv2_s") == "mvitv2_s"

@@ -15,7 +15,7 @@ NUM_CLASSES = 5
 SMALL_HEADS = {"proj_dim": 32, "head_hidden_dim": 32}
 
 
-TINY_INPUT = (8, 64, 64)  # 4x4x4 tokens out of bmvit_mvit_tiny: fast enough for many forward passes
+TINY_INPUT = (8, 64, 64)  # 4x4x4 tokens out of mvit_tiny_det: fast enough for many forward passes
 
 
 def _tiny(token_selection: str = "central", seed: int = 0, backbone_overrides: dict | None = None,
@@ -143,7 +143,7 @@ def test_golden_outputs():
 def test_config_round_trip_and_rebuild():
     model = _tiny("temporal_mean", backbone_overrides={"drop_path_rate": 0.1})
     config = model.config
-    assert isinstance(config, BMViTConfig) and config.backbone == "bmvit_mvit_tiny"
+    assert isinstance(config, BMViTConfig) and config.backbone == "mvit_tiny_det"
     data = json.loads(json.dumps(config.to_dict()))
     assert BMViTConfig.from_dict(data) == config
     torch.manual_seed(0)

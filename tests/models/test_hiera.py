@@ -64,7 +64,7 @@ def test_tokens_equal_the_hiera_package_features(name, fixture, tmp_path):
 def test_full_presets_have_the_package_parameter_counts(fixture):
     _, metadata = fixture
     with torch.device("meta"):
-        base, large, ours = (bmvit.create_backbone(n) for n in ("hiera_b", "hiera_l", "bmvit_hiera_l"))
+        base, large, ours = (bmvit.create_backbone(n) for n in ("hiera_b", "hiera_l", "hiera_l_det"))
     assert sum(p.numel() for p in base.parameters()) == int(metadata["params_hiera_base_16x224"]) == 50_784_960
     assert sum(p.numel() for p in large.parameters()) == int(metadata["params_hiera_large_16x224"]) == 212_630_400
     # 256 px: only the spatial position embedding grows (56x56 -> 64x64 positions of 144 channels)
@@ -86,7 +86,7 @@ def test_hiera_l_block_table():
     assert [blocks[i].thw_in for i in (0, 2, 8, 44)] == [(8, 56, 56), (8, 56, 56), (8, 28, 28), (8, 14, 14)]
     assert cfg.output_grid == (8, 7, 7) and cfg.output_dim == 1152
     with torch.device("meta"):
-        ours = bmvit.create_backbone("bmvit_hiera_l")
+        ours = bmvit.create_backbone("hiera_l_det")
     assert ours.cfg.blocks[44].q_stride == (1, 1, 1) and ours.output_grid == (8, 16, 16)
 
 
@@ -108,7 +108,7 @@ def test_pooling_choices_grids_and_gmacs(size, pools, grid, gmacs):
 
 def test_mae_checkpoint_takes_encoder_norm_and_drops_the_decoder(tmp_path):
     torch.manual_seed(0)
-    source = bmvit.create_backbone("bmvit_hiera_tiny", input_size=(8, 64, 64))
+    source = bmvit.create_backbone("hiera_tiny_det", input_size=(8, 64, 64))
     state = dict(source.state_dict())
     state["encoder_norm.weight"], state["encoder_norm.bias"] = state.pop("norm.weight") + 0.5, state.pop("norm.bias")
     mae_only = {"multi_scale_fusion_heads.0.weight": torch.zeros(192, 24, 1, 4, 4),
@@ -118,7 +118,7 @@ def test_mae_checkpoint_takes_encoder_norm_and_drops_the_decoder(tmp_path):
                 "mask_token": torch.zeros(1, 1, 16)}
     path = tmp_path / "mae_hiera_tiny_16x224.pth"
     torch.save({"model_state": state | mae_only}, path)
-    model = bmvit.create_backbone("bmvit_hiera_tiny", input_size=(8, 64, 64))
+    model = bmvit.create_backbone("hiera_tiny_det", input_size=(8, 64, 64))
     report = load_backbone_weights(model, path)
     assert report.weights_format == "hiera" and sorted(report.dropped) == sorted(mae_only)
     assert torch.equal(model.norm.weight, state["encoder_norm.weight"])

@@ -29,7 +29,7 @@ TV_STRIDE_Q = {1: (1, 2, 2), 3: (1, 2, 2), 14: (1, 2, 2)}
 TV_STRIDE_KV = [(1, 8, 8), (1, 4, 4), (1, 4, 4)] + [(1, 2, 2)] * 11 + [(1, 1, 1), (1, 1, 1)]
 TV_REL_POS_H = [111, 55, 55] + [27] * 12 + [13]  # rows of blocks.{i}.attn.rel_pos_h in torchvision's state dict
 
-TINY = ("mvit_tiny", "bmvit_mvit_tiny")
+TINY = ("mvit_tiny", "mvit_tiny_det")
 
 
 def _tiny(name: str = "mvit_tiny", **overrides) -> MViT:
@@ -50,9 +50,9 @@ def test_mvitv2_s_config_matches_torchvision_table():
     assert cfg.blocks[-1].drop_path == 0.0  # default rate 0; the schedule is tested below
 
 
-def test_bmvit_mvitv2_s_removes_last_q_pooling_and_keeps_adaptive_kv():
+def test_mvitv2_s_det_removes_last_q_pooling_and_keeps_adaptive_kv():
     with torch.device("meta"):
-        cfg = bmvit.create_backbone("bmvit_mvitv2_s").cfg
+        cfg = bmvit.create_backbone("mvitv2_s_det").cfg
     assert cfg.input_size == (16, 256, 256)
     assert cfg.output_grid == (8, 16, 16) and cfg.output_dim == 768
     assert [b.stride_q for b in cfg.blocks[14:]] == [(1, 1, 1), (1, 1, 1)]
@@ -64,7 +64,7 @@ def test_bmvit_mvitv2_s_removes_last_q_pooling_and_keeps_adaptive_kv():
 def test_full_presets_parameters_and_rel_pos_shapes():
     with torch.device("meta"):
         small = bmvit.create_backbone("mvitv2_s")
-        ours = bmvit.create_backbone("bmvit_mvitv2_s")
+        ours = bmvit.create_backbone("mvitv2_s_det")
     # torchvision mvit_v2_s has 34,537,744 parameters including its 768x400 Kinetics head.
     assert sum(p.numel() for p in small.parameters()) == 34_537_744 - (768 * 400 + 400)
     assert [small.blocks[i].attn.rel_pos_h.shape[0] for i in range(16)] == TV_REL_POS_H
@@ -148,7 +148,7 @@ def test_chunking_policy():
 
 
 # A tiny preset without class token, and one with class token and Q pooling at every stage.
-ONE_CALL_PRESETS = [("bmvit_mvit_tiny", {"cls_embed": False}), ("mvit_tiny", {})]
+ONE_CALL_PRESETS = [("mvit_tiny_det", {"cls_embed": False}), ("mvit_tiny", {})]
 
 
 @pytest.mark.parametrize("name, overrides", ONE_CALL_PRESETS)
@@ -180,7 +180,7 @@ def test_one_call_attention_gives_the_chunked_numbers_and_gradients(monkeypatch,
 
 
 def test_one_call_mask_is_built_in_the_kernel_dtype_under_autocast():
-    model = _tiny("bmvit_mvit_tiny", input_size=(8, 64, 64), attention_chunking="never").eval()
+    model = _tiny("mvit_tiny_det", input_size=(8, 64, 64), attention_chunking="never").eval()
     x = torch.randn(1, 3, 8, 64, 64)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         calls = sdpa_backends(model, x)
@@ -192,7 +192,7 @@ def test_one_call_mask_is_built_in_the_kernel_dtype_under_autocast():
 
 
 def test_sdpa_backends_on_cpu():
-    model = _tiny("bmvit_mvit_tiny", input_size=(8, 64, 64)).eval()
+    model = _tiny("mvit_tiny_det", input_size=(8, 64, 64)).eval()
     x = torch.randn(1, 3, 8, 64, 64)
     with torch.no_grad():
         calls = sdpa_backends(model, x)
@@ -225,7 +225,7 @@ def test_tiny_forward_contract(name):
 
 
 def test_return_attention_matches_plain_forward_and_is_a_distribution():
-    model = _tiny("bmvit_mvit_tiny", cls_embed=False).eval()
+    model = _tiny("mvit_tiny_det", cls_embed=False).eval()
     x = torch.randn(1, 3, *model.input_size)
     with torch.no_grad():
         tokens, attention = model(x, return_attention=True)
@@ -238,7 +238,7 @@ def test_return_attention_matches_plain_forward_and_is_a_distribution():
 
 
 def test_training_mode_without_drop_path_gives_the_inference_numbers():
-    model = _tiny("bmvit_mvit_tiny")
+    model = _tiny("mvit_tiny_det")
     x = torch.randn(2, 3, *model.input_size)
     with torch.no_grad():
         expected = model.eval()(x)
@@ -257,7 +257,7 @@ def test_optional_parts_can_be_switched_off(flags):
 
 
 def test_return_attention_with_class_token_drops_its_column():
-    model = _tiny("bmvit_mvit_tiny").eval()
+    model = _tiny("mvit_tiny_det").eval()
     with torch.no_grad():
         _, attention = model(torch.randn(1, 3, *model.input_size), return_attention=True)
     sums = attention.flatten(-3).sum(-1)
@@ -268,7 +268,7 @@ def test_return_attention_with_class_token_drops_its_column():
 def test_checkpointing_gives_the_same_gradients_and_reaches_every_parameter(chunking):
     grads = []
     for use_checkpoint in (False, True):
-        model = _tiny("bmvit_mvit_tiny", drop_path_rate=0.3, use_checkpoint=use_checkpoint,
+        model = _tiny("mvit_tiny_det", drop_path_rate=0.3, use_checkpoint=use_checkpoint,
                       attention_chunking=chunking).train()
         torch.manual_seed(1)  # same clip and the same drop-path draws in both runs
         x = torch.randn(2, 3, *model.input_size)

@@ -75,7 +75,7 @@ def _videomae_tokens(sd: dict[str, torch.Tensor], cfg: ViTConfig, clip: torch.Te
 
 def test_vit_b_geometry_parameters_and_flops():
     with torch.device("meta"):
-        vit_b, ours = bmvit.create_backbone("vit_b"), bmvit.create_backbone("bmvit_vit_b")
+        vit_b, ours = bmvit.create_backbone("vit_b"), bmvit.create_backbone("vit_b_det")
     c, hidden = 768, 3072
     block = 2 * 2 * c + 3 * c * c + 2 * c + (c * c + c) + (c * hidden + hidden) + (hidden * c + c)
     patch = c * 3 * 2 * 16 * 16 + c

@@ -187,10 +187,10 @@ def test_rel_pos_tables_follow_the_input_size_224_to_256(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_mvitv2_s_224_weights_load_into_bmvit_mvitv2_s_256(tmp_path):
+def test_full_mvitv2_s_224_weights_load_into_mvitv2_s_det_256(tmp_path):
     source = bmvit.create_backbone("mvitv2_s")
     torch.save({"model_state": source.state_dict(), "epoch": 1}, tmp_path / "s.pyth")
-    target = bmvit.create_backbone("bmvit_mvitv2_s")
+    target = bmvit.create_backbone("mvitv2_s_det")
     report = load_backbone_weights(target, tmp_path / "s.pyth")
     assert len(report.loaded) == len(target.state_dict())
     assert report.adapted == sorted(f"blocks.{i}.attn.rel_pos_{a}" for i in range(16) for a in "hw")
@@ -211,9 +211,9 @@ def test_containers_prefixes_and_detector_checkpoints(tmp_path):
 
 def test_create_backbone_with_weights_loads_them(tmp_path):
     torch.manual_seed(3)
-    source = bmvit.create_backbone("bmvit_mvit_tiny")
+    source = bmvit.create_backbone("mvit_tiny_det")
     torch.save(source.state_dict(), tmp_path / "ours.pth")
-    model = bmvit.create_backbone("bmvit_mvit_tiny", weights=str(tmp_path / "ours.pth"))
+    model = bmvit.create_backbone("mvit_tiny_det", weights=str(tmp_path / "ours.pth"))
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
     assert read_state_dict(tmp_path / "ours.pth").keys() == source.state_dict().keys()
@@ -253,7 +253,7 @@ def test_the_demo_config_starts_from_every_tensor_of_the_shipped_detector():
     from bmvit.models.weights import ASSETS_DIR, check_known_file, resolve_weights_path
 
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml")
-    assert config.model.backbone_weights == ""  # the whole detector, not a backbone with fresh heads
+    assert config.model.backbone_weights is None  # the whole detector, not a backbone with fresh heads
     spec = KNOWN_WEIGHTS[config.model.init_weights]
     path = resolve_weights_path(config.model.init_weights)
     assert path == ASSETS_DIR / spec.file_name and check_known_file(path) is spec  # sha256 checked

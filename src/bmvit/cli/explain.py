@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from bmvit.checkpoint import load
     from bmvit.inference.explain import explain, save_explanation
-    from bmvit.inference.predictor import Predictor, load
+    from bmvit.inference.predictor import Predictor
 
     if args.max_tokens < 1:
         print(f"bmvit explain: error: --max-tokens must be >= 1, got {args.max_tokens}", file=sys.stderr)

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from bmvit.inference.export import check_exportable, export_model
-    from bmvit.inference.predictor import load
+    from bmvit.checkpoint import load
 
     try:
         model = load(args.weights, device="cpu")

@@ -1,6 +1,8 @@
 """``bmvit flops --model NAME [--input TxHxW] [--json OUT]``: GMACs and parameters of a model.
 
-NAME is a detector from ``bmvit.list_models()`` or a backbone from ``bmvit.list_backbones()``.
+NAME is a detector from ``bmvit.list_models()`` or a backbone from ``bmvit.list_backbones()``; no name is in
+both (the backbones as BMViT configures them end in ``_det``: ``bmvit_mvitv2_s`` is the detector,
+``mvitv2_s_det`` its backbone).
 Attention is counted (SDPA runs on its math backend while counting); GMACs = FLOPs / 2.
 """
 
@@ -15,8 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default=None, metavar="TxHxW",
                         help="clip size, e.g. 16x224x224 (default: the size the model was built for)")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON to this file")
-    parser.add_argument("--backbone", action="store_true",
-                        help="take NAME from the backbone registry even if a detector has the same name")
 
 
 def parse_input_size(text: str) -> tuple[int, int, int]:
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         input_size = parse_input_size(args.input) if args.input else None
-        model, kind = _create(args.model, input_size, args.backbone, bmvit)
+        model, kind = _create(args.model, input_size, bmvit)
     except ValueError as err:
         print(f"bmvit flops: {err}", file=sys.stderr)
         return 2
@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _create(name: str, input_size: tuple[int, int, int] | None, backbone_only: bool, bmvit) -> tuple[object, str]:
-    """Build NAME from the detector registry (unless ``backbone_only``), else the backbone registry."""
-    if name in bmvit.list_models() and not backbone_only:
+def _create(name: str, input_size: tuple[int, int, int] | None, bmvit) -> tuple[object, str]:
+    """Build NAME from the detector registry, else from the backbone registry."""
+    if name in bmvit.list_models():
         overrides = {"backbone_overrides": {"input_size": input_size}} if input_size else {}
         return bmvit.create_model(name, **overrides), "detector"
     if name in bmvit.list_backbones():

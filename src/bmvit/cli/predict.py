@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from bmvit.inference.predictor import SHIPPED_WEIGHTS, Predictor, load, write_predictions
+    from bmvit.checkpoint import load
+    from bmvit.inference.predictor import SHIPPED_WEIGHTS, Predictor, write_predictions
 
     def error(message: str, code: int) -> int:
         print(f"bmvit predict: error: {message}", file=sys.stderr)

@@ -453,7 +453,7 @@ def normalize_clips(
     return x.sub_(mean_t).div_(std_t)
 
 
-def build_transforms(
+def create_transforms(
     train: bool,
     input_size: int | tuple[int, int] = 256,
     *,
@@ -485,7 +485,7 @@ def build_transforms(
     Padding (letterbox, zoom-out) is filled with ``mean``'s grey so it normalises to about zero.
     """
     if output not in ("float", "uint8"):
-        raise ValueError(f"build_transforms: output must be 'float' or 'uint8', got {output!r}")
+        raise ValueError(f"create_transforms: output must be 'float' or 'uint8', got {output!r}")
     fill = float(sum(mean) / 3)
     low, high = (float(x) for x in scale_jitter)
     zoom = [RandomZoom((low, high), fill=fill)] if train and (low, high) != (1.0, 1.0) else []
@@ -526,7 +526,7 @@ __all__ = [
     "ToModelLayout",
     "ToTensorClip",
     "adjust_colour",
-    "build_transforms",
+    "create_transforms",
     "crop_or_pad",
     "hflip",
     "keep_people",

@@ -40,7 +40,7 @@ import numpy as np
 
 from bmvit.data.ava import KeyFrame
 from bmvit.data.dataset import KeyFrameDataset, VideoRef
-from bmvit.data.transforms import build_transforms
+from bmvit.data.transforms import create_transforms
 
 logger = logging.getLogger("bmvit.data")
 
@@ -329,7 +329,7 @@ def ucf_jhmdb_dataset(
             raise ValueError("ucf_jhmdb_dataset: give frames_root or video_root")
     if transform is None:
         train = split == "train" if train is None else train
-        transform = build_transforms(train, input_size, mean=mean, std=std, resize=resize)
+        transform = create_transforms(train, input_size, mean=mean, std=std, resize=resize)
     names = ann.label_map()
     return KeyFrameDataset(
         keyframes,

@@ -5,7 +5,8 @@ Two sources behind one interface (``ClipSource``): ``FrameFolderSource`` reads A
 file, seeking to the key frame before the first frame a clip needs and decoding only up to the last,
 or, when the next clip starts shortly after (sequential key frames), decoding on from where the last
 read stopped and taking the frames two clips share from a ring of recently decoded frames.
-Both return ``uint8 [T, H, W, 3]`` RGB arrays.
+Both return ``uint8 [T, H, W, 3]`` RGB arrays. ``FrameStream`` instead reads the frames a whole video's
+clips need in one forward pass (what the predictor does, from time 0 to the end).
 
 Sampling follows PySlowFast (``slowfast/datasets/utils.py::get_sequence`` as called by
 ``ava_dataset.py`` with ``half_len = T * stride // 2``): frame ``i`` of the clip is
@@ -205,10 +206,6 @@ class _ClipReading:
         center = int(np.floor(center_time_s * sample_fps + 0.5))
         indices = clip_indices(center, num_frames, stride, timeline_length)
         return resample_indices(indices, sample_fps, self.fps, self.num_frames)
-
-    def index_at(self, time_s: float) -> int:
-        """The frame shown at ``time_s`` seconds from the first frame (nearest frame, not clamped)."""
-        return int(np.floor(time_s * self.fps + 0.5))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -861,6 +858,80 @@ def _rgb24(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> np.ndar
     ).to_ndarray()
 
 
+# ---------------------------------------------------------------------------------------------------------
+# one forward pass over a whole video
+
+
+class FrameStream:
+    """The wanted frames of a source, in increasing index order, each decoded once (the predictor's reader).
+
+    Where a ``ClipSource`` serves clips in any order, this reads a whole video once, forward: a video
+    file is decoded from its start without seeking, and frames nobody wants are decoded but not
+    converted to RGB; a frame folder reads the wanted frames one by one. Frames are ``uint8 [H, W, 3]``
+    RGB at the stored size.
+
+    Decoding that stops early (the end of a truncated file, a decoder error, an unreadable image) ends
+    the iteration instead of raising; the attributes then say where and why:
+
+    Attributes:
+        source: the ``ClipSource`` read.
+        last_index: the highest frame index decoded so far (-1: none).
+        complete: every wanted frame was yielded.
+        error: the decoder's or reader's message when reading stopped on an error, else None.
+
+    Whoever iterates ``frames`` in another thread must read these attributes only after that thread has ended.
+    """
+
+    def __init__(self, source: ClipSource) -> None:
+        self.source = source
+        self.last_index = -1
+        self.complete = False
+        self.error: str | None = None
+
+    def frames(self, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, uint8 [H, W, 3] RGB)`` for each index of ``wanted`` (``int [N]``, sorted, unique)."""
+        if isinstance(self.source, VideoFileSource):
+            yield from self._decode_file([int(i) for i in wanted])
+            return
+        for i in wanted.tolist():
+            try:
+                frame = self.source.read_frames([i])[0]
+            except (OSError, ValueError, IndexError) as err:
+                self.error = str(err)
+                return
+            self.last_index = i
+            yield i, frame
+        self.complete = True
+
+    def _decode_file(self, pending: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        fps, pos, previous = self.source.fps, 0, None
+        try:
+            with av.open(self.source.path) as container:
+                # FFmpeg's default threading: frame threads would compete with torch's for the cores and cost
+                # more than they save on the small frames most videos have.
+                stream = container.streams.video[0]
+                time_base = stream.time_base
+                start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+                for frame in container.decode(stream):
+                    # VideoFileSource's index formula, so that both agree on which frame is which.
+                    index = (int(np.floor((float(frame.pts * time_base) - start) * fps + 0.5))
+                             if frame.pts is not None else self.last_index + 1)
+                    # A variable-rate stream can skip an index: the frame on screen then is the previous one.
+                    while pos < len(pending) and pending[pos] < index:
+                        yield pending[pos], (previous if previous is not None else frame).to_ndarray(format="rgb24")
+                        pos += 1
+                    if pos < len(pending) and pending[pos] == index:
+                        yield index, frame.to_ndarray(format="rgb24")
+                        pos += 1
+                    previous = frame
+                    self.last_index = max(self.last_index, index)
+                    if pos == len(pending):
+                        self.complete = True
+                        return
+        except av.FFmpegError as err:
+            self.error = f"{type(err).__name__}: {err}"
+
+
 def open_clip_source(
     kind: Literal["video", "frames"],
     path: PathLike,
@@ -881,6 +952,7 @@ __all__ = [
     "CacheLimitError",
     "ClipSource",
     "FrameFolderSource",
+    "FrameStream",
     "VideoFileSource",
     "check_min_size",
     "clip_indices",

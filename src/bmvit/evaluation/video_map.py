@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bmvit.box_ops import matched_box_iou_numpy
 from bmvit.data.ava import BoxRows
 from bmvit.evaluation.frame_map import ClassAP, FrameMapResult, _class_ids
 from bmvit.evaluation.ucf_jhmdb import act_average_precision
@@ -127,7 +128,7 @@ def _soft_nms(boxes: np.ndarray, scores: np.ndarray, overlap: float, top_k: int)
     weight = np.ones_like(scores)
     while order.size:
         i, rest = order[0], order[1:]
-        ious = _iou_one(boxes[rest], boxes[i])
+        ious = matched_box_iou_numpy(boxes[rest], boxes[i])
         suppressed = ious > overlap
         weight[rest[suppressed]] = 1.0 - ious[suppressed]
         order = rest[~suppressed]
@@ -151,7 +152,7 @@ def _link_one(
         current.sort(key=lambda t: -float(np.mean([s for _, _, s in t])))
         still = []
         for tube in current:
-            ious = _iou_one(cand_boxes, tube[-1][1]) if cand_scores.size else np.zeros(0)
+            ious = matched_box_iou_numpy(cand_boxes, tube[-1][1]) if cand_scores.size else np.zeros(0)
             valid = np.flatnonzero(ious >= config.link_iou)
             if valid.size == 0:
                 finished.append(tube)
@@ -198,7 +199,7 @@ def spatiotemporal_iou(a: Tube, b: Tube) -> float:
     ious = np.zeros(span.size)
     ia, ib = np.searchsorted(a.frames, span), np.searchsorted(b.frames, span)
     both = (a.frames[np.minimum(ia, a.frames.size - 1)] == span) & (b.frames[np.minimum(ib, b.frames.size - 1)] == span)
-    ious[both] = _iou_pairs(a.boxes_xyxy[ia[both]], b.boxes_xyxy[ib[both]])
+    ious[both] = matched_box_iou_numpy(a.boxes_xyxy[ia[both]], b.boxes_xyxy[ib[both]])
     return float(np.mean(ious) * temporal)
 
 
@@ -263,21 +264,6 @@ def _match_tubes(gts: list[Tube], ranked: list[Tube], threshold: float) -> np.nd
             tp[i] = True
             del pool[best]
     return tp
-
-
-def _iou_one(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """[n, 4] boxes vs one box -> [n] IoU."""
-    return _iou_pairs(boxes, np.broadcast_to(box, boxes.shape)) if boxes.size else np.zeros(0)
-
-
-def _iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of two [n, 4] xyxy arrays -> [n]."""
-    w = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
-    h = np.maximum(0.0, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
-    overlap = w * h
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - overlap
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return overlap / union
 
 
 __all__ = [

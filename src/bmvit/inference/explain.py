@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from bmvit.box_ops import box_cxcywh_to_xyxy
-from bmvit.inference.predictor import KeyFrame, Predictor, clip_frame_indices
+from bmvit.inference.predictor import KeyFrameClip, Predictor, clip_frame_indices
 from bmvit.postprocess import outputs_to_host
 from bmvit.inference.results import Detections
 
@@ -96,7 +96,7 @@ def explain(predictor: Predictor, source: str | os.PathLike, time_s: float, max_
         selected = [shown.start + int(p_all[shown].argmax())]
     selection = predictor.model.config.token_selection
     attention = _token_attention(outputs["attention"][0].float().cpu(), selected, selection, (n_sel, h, w))
-    keyframe = KeyFrame(float(time_s), key_index, indices)
+    keyframe = KeyFrameClip(float(time_s), key_index, indices)
     key_position = int(np.flatnonzero(indices == key_index)[0]) if key_index in indices else spec.num_frames // 2
     ih, iw = plan.image_size
     canvas = predictor.boxes_to_frame(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), plan.image_size) \
@@ -142,7 +142,7 @@ def _token_attention(attention: Tensor, tokens: list[int], selection: str, grid:
     return torch.stack(maps).numpy()
 
 
-def plot_explanation(expl: Explanation, top_k: int = 2):
+def plot_explanation(expl: Explanation):
     """The figure (a matplotlib ``Figure`` on an Agg canvas; pyplot is never touched)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -162,9 +162,9 @@ def plot_explanation(expl: Explanation, top_k: int = 2):
     left = outer[0].subgridspec(2, 1)
     right = outer[1].subgridspec(grid_rows, tk)
     _plot_heatmap(fig, fig.add_subplot(left[0]), expl)
-    _plot_boxes(fig.add_subplot(left[1]), expl, top_k)
+    _plot_boxes(fig.add_subplot(left[1]), expl)
     for r, token in enumerate(expl.selected):
-        _plot_attention_row(fig, [fig.add_subplot(right[r, c]) for c in range(tk)], expl, r, token)
+        _plot_attention_row([fig.add_subplot(right[r, c]) for c in range(tk)], expl, r, token)
     note = " (no token above θ: the most confident shown)" if expl.below_threshold else ""
     fig.suptitle(f"{expl.video_id} at t={expl.time_s:.2f} s: tokens with p(actor) > θ={expl.threshold:g}{note}",
                  fontsize=11)
@@ -204,7 +204,7 @@ def _plot_heatmap(fig, ax, expl: Explanation) -> None:
     ax.set_title(f"p(actor) of the {h}x{w} key-frame tokens", fontsize=9)
 
 
-def _plot_boxes(ax, expl: Explanation, top_k: int) -> None:
+def _plot_boxes(ax, expl: Explanation) -> None:
     from matplotlib.patches import Rectangle
 
     key = expl.frames[expl.key_position]
@@ -225,7 +225,7 @@ def _plot_boxes(ax, expl: Explanation, top_k: int) -> None:
     ax.set_title(f"boxes of all {len(expl.boxes_xyxy_norm)} tokens (p > θ in yellow)", fontsize=9)
 
 
-def _plot_attention_row(fig, axes, expl: Explanation, row: int, token: int) -> None:
+def _plot_attention_row(axes, expl: Explanation, row: int, token: int) -> None:
     from matplotlib.patches import Rectangle
 
     maps = expl.attention[row]  # [Tk, Hk, Wk]

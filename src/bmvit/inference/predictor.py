@@ -1,11 +1,14 @@
-"""Run a trained detector on any video: ``bmvit.load``, ``Predictor`` and ``predict_to_files``.
+"""Run a trained detector on any video: ``Predictor``, ``write_predictions`` and ``predict_to_files``.
+
+The detector comes from ``bmvit.load`` (``bmvit.checkpoint.load``); the frames from
+``bmvit.data.video.FrameStream``.
 
 A video file (anything PyAV decodes, any frame rate, size and aspect ratio) or a frame folder is
 cut into key frames every ``1 / fps`` seconds. Each key frame gets a clip sampled exactly as in
 training (``VideoFileSource.read_clip_at_time``): ``T`` frames at the checkpoint's stride on its
 frame timeline (30 fps for AVA), centred on the key frame, clamped at the video's ends (the end
 frames repeat). Frames are prepared as the training loaders prepare them: resized in uint8
-(``build_transforms(..., output="uint8")``), then the uint8 batch is copied to the model's device and
+(``create_transforms(..., output="uint8")``), then the uint8 batch is copied to the model's device and
 normalised there (``normalize_clips``). The model scores every key-frame token (under bf16 autocast
 on a CUDA device that supports it), its outputs come to the host once per batch, and ``PostProcess``
 keeps the tokens with ``p(actor) > threshold``; their boxes are mapped back to the original frame
@@ -37,7 +40,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bmvit.data.video import ClipSource, FrameFolderSource, VideoFileSource, clip_indices, resample_indices
+from bmvit.checkpoint import load, model_metadata_or_defaults, resolve_device
+from bmvit.data.video import (
+    ClipSource,
+    FrameFolderSource,
+    FrameStream,
+    VideoFileSource,
+    clip_indices,
+    resample_indices,
+)
 from bmvit.engine import amp_dtype_for
 from bmvit.inference.results import Detections
 from bmvit.models.weights import ASSETS_DIR
@@ -48,87 +59,12 @@ CPU_BATCH_SIZE, CUDA_BATCH_SIZE = 4, 16
 """Clips per forward pass when none is asked for: a GPU needs a larger batch to be kept busy."""
 SHIPPED_WEIGHTS = ASSETS_DIR / "bmvit_mvit_tiny_synthetic.safetensors"
 """The tiny checkpoint of ``bmvit demo`` on the synthetic dataset (val frame-mAP 0.646, trained and measured with
-the input pipeline before the uint8 hand-off; BENCHMARKS.md),
+the input pipeline before the uint8 hand-off; docs/benchmark_history.md#the-demo-version-by-version),
 used when no weights are given (when the package ships it)."""
-
-
-def model_metadata_or_defaults(model: nn.Module) -> dict[str, Any]:
-    """The model's checkpoint metadata, completed with the training defaults of ``bmvit.config`` for a
-    model that has none (built with ``create_model``): 16x4 sampling at 30 fps, mean/std, square resize."""
-    from bmvit.config import DataConfig, EvalConfig
-
-    data, evaluation = DataConfig(), EvalConfig()
-    defaults = {"sampling_stride": data.sampling_stride, "fps": data.fps, "mean": data.mean, "std": data.std,
-                "resize": data.resize, "threshold": evaluation.threshold}
-    return {**defaults, **getattr(model, "metadata", {})}
 
 
 class VideoInputWarning(UserWarning):
     """A video was usable but not as expected (truncated, shorter than one clip)."""
-
-
-def load(path: str | os.PathLike, weights: str | os.PathLike | None = None,
-         device: str | torch.device = "cpu") -> nn.Module:
-    """A trained detector, eval-ready, with its checkpoint metadata as ``model.metadata``.
-
-    Args:
-        path: a bmvit model file (``model.safetensors``, ``best.safetensors``, ``last.safetensors``),
-            or a preset name from ``bmvit.list_models()`` together with ``weights``.
-        weights: with a preset name: the model file to load; it must hold that preset's architecture.
-        device: where to put the model (``"auto"``: CUDA when available).
-    """
-    from bmvit.checkpoint import load_model
-    from bmvit.models import list_models
-
-    device = resolve_device(device)
-    name = os.fspath(path)
-    if weights is None:
-        if name in list_models() and not Path(name).exists():
-            raise ValueError(f"bmvit.load({name!r}): a preset name needs weights=MODEL_FILE (for random weights use "
-                             f"bmvit.create_model({name!r}))")
-        return load_model(_existing_file(name, "model file"), device)
-    if name not in list_models():
-        raise ValueError(f"bmvit.load: {name!r} is not a preset (available: {', '.join(list_models())}); "
-                         "pass a model file as the first argument")
-    model = load_model(_existing_file(weights, "weights file"), device)
-    built = _preset_of(model)
-    if built != name:
-        raise ValueError(f"{weights} holds a {built!r} model, not the {name!r} preset asked for")
-    return model
-
-
-def _preset_of(model: nn.Module) -> str:
-    """The preset a loaded model was made from: the training run's ``model.name`` when recorded, else
-    the preset (built on the meta device: no memory, no time) with the same backbone and action head."""
-    from bmvit.models import create_model, list_models
-
-    recorded = model.metadata.get("run_config", {}).get("model", {}).get("name")
-    if recorded:
-        return str(recorded)
-    # A preset is its backbone and its kind of action head; widths and the like are user overrides.
-    mine = {k: v for k, v in model.config.to_dict().items() if k in ("backbone", "action_head")}
-    for preset in list_models():
-        with torch.device("meta"):
-            reference = create_model(preset, num_classes=model.config.num_classes).config.to_dict()
-        if all(reference.get(k) == v for k, v in mine.items()):
-            return preset
-    return model.config.backbone
-
-
-def _existing_file(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file")
-    return path
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
@@ -273,8 +209,17 @@ class ClipSpec:
 
 
 @dataclass(frozen=True)
-class KeyFrame:
-    """One key frame: its time, its frame in the video and the ``[T]`` video frames of its clip."""
+class KeyFrameClip:
+    """Where one key frame's clip lies in a video: no pixels, only times and frame indices.
+
+    Not ``bmvit.data.ava.KeyFrame`` (the annotated people of a key frame in a dataset): this is a
+    point of the predictor's schedule, ``keyframe_schedule``.
+
+    Attributes:
+        time_s: the key frame's time, seconds from the video's first frame.
+        frame_index: the key frame's 0-based index in the video.
+        clip_indices: ``int [T]`` the video frames of its clip, in order (repeated at the video's ends).
+    """
 
     time_s: float
     frame_index: int
@@ -295,7 +240,7 @@ def clip_frame_indices(time_s: float, spec: ClipSpec, video_fps: float, video_fr
     return int(key[0]), resample_indices(on_timeline, spec.timeline_fps, video_fps, video_frames)
 
 
-def keyframe_schedule(video_frames: int, video_fps: float, spec: ClipSpec, fps: float = 1.0) -> list[KeyFrame]:
+def keyframe_schedule(video_frames: int, video_fps: float, spec: ClipSpec, fps: float = 1.0) -> list[KeyFrameClip]:
     """Key frames every ``1 / fps`` seconds from time 0 while they fall inside the video."""
     if not fps > 0 or not math.isfinite(fps):
         raise ValueError(f"key-frame rate fps must be a positive number, got {fps}")
@@ -304,7 +249,7 @@ def keyframe_schedule(video_frames: int, video_fps: float, spec: ClipSpec, fps: 
     for k in range(max(1, int(math.ceil(duration * fps - 1e-9)))):
         t = k / fps
         key, indices = clip_frame_indices(t, spec, video_fps, video_frames)
-        out.append(KeyFrame(t, key, indices))
+        out.append(KeyFrameClip(t, key, indices))
     return out
 
 
@@ -322,71 +267,10 @@ class VideoPlan:
     video_fps: float
     num_frames: int
     image_size: tuple[int, int]
-    keyframes: list[KeyFrame]
+    keyframes: list[KeyFrameClip]
     keyframe_fps: float
     notes: list[str] = field(default_factory=list)
     stopped_at_frame: int | None = None
-
-
-class _FrameStream:
-    """The wanted frames of a source, in increasing index order, each decoded once.
-
-    A video file is decoded forward from its start (no seeking); frames nobody wants are decoded but
-    not converted to RGB. Decoding that stops early (the end of a truncated file, a decoder error)
-    ends the iteration; ``last_index``, ``complete`` and ``error`` then say where and why. The
-    predictor iterates it in its decoding thread: read those attributes once that thread has ended.
-    """
-
-    def __init__(self, source: ClipSource) -> None:
-        self.source = source
-        self.last_index = -1
-        self.complete = False
-        self.error: str | None = None
-
-    def frames(self, wanted: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(index, uint8 [H, W, 3] RGB)`` for each index of ``wanted`` (sorted, unique)."""
-        if isinstance(self.source, VideoFileSource):
-            yield from self._decode_file([int(i) for i in wanted])
-            return
-        for i in wanted.tolist():
-            try:
-                frame = self.source.read_frames([i])[0]
-            except (OSError, ValueError, IndexError) as err:
-                self.error = str(err)
-                return
-            self.last_index = i
-            yield i, frame
-        self.complete = True
-
-    def _decode_file(self, pending: list[int]) -> Iterator[tuple[int, np.ndarray]]:
-        import av
-
-        fps, pos, previous = self.source.fps, 0, None
-        try:
-            with av.open(self.source.path) as container:
-                # FFmpeg's default threading: frame threads would compete with torch's for the cores and cost
-                # more than they save on the small frames most videos have.
-                stream = container.streams.video[0]
-                time_base = stream.time_base
-                start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
-                for frame in container.decode(stream):
-                    # VideoFileSource's index formula, so that both agree on which frame is which.
-                    index = (int(np.floor((float(frame.pts * time_base) - start) * fps + 0.5))
-                             if frame.pts is not None else self.last_index + 1)
-                    # A variable-rate stream can skip an index: the frame on screen then is the previous one.
-                    while pos < len(pending) and pending[pos] < index:
-                        yield pending[pos], (previous if previous is not None else frame).to_ndarray(format="rgb24")
-                        pos += 1
-                    if pos < len(pending) and pending[pos] == index:
-                        yield index, frame.to_ndarray(format="rgb24")
-                        pos += 1
-                    previous = frame
-                    self.last_index = max(self.last_index, index)
-                    if pos == len(pending):
-                        self.complete = True
-                        return
-        except av.FFmpegError as err:
-            self.error = f"{type(err).__name__}: {err}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,7 +308,7 @@ class Predictor:
                  max_detections: int | None = None, batch_size: int | None = None, nms_iou: float = 0.0,
                  on_warning: Callable[[str], None] | None = None, frames_fps: float = 30.0, amp: str = "auto",
                  prefetch_frames: int | None = None) -> None:
-        from bmvit.data.transforms import build_transforms
+        from bmvit.data.transforms import create_transforms
         from bmvit.postprocess import PostProcess
 
         from bmvit.models.bmvit import BMViT
@@ -451,8 +335,8 @@ class Predictor:
         # The loaders' uint8 pipeline: the resize is torch's uint8 kernel (much cheaper than
         # the float one on a CPU core, which the decoding thread shares), the frames stay a quarter
         # of the float size in the queue and the window, and the host-to-device copy moves uint8.
-        self.transform = build_transforms(False, self.spec.input_hw, mean=self.spec.mean, std=self.spec.std,
-                                          resize=self.spec.resize, output="uint8")
+        self.transform = create_transforms(False, self.spec.input_hw, mean=self.spec.mean, std=self.spec.std,
+                                           resize=self.spec.resize, output="uint8")
         self.frames_fps = frames_fps
         self.prefetch_frames = (max(2, self.batch_size) * self.spec.num_frames if prefetch_frames is None
                                 else int(prefetch_frames))
@@ -502,7 +386,7 @@ class Predictor:
     __call__ = predict
 
     def _run(self, plan: VideoPlan) -> Iterator[Detections]:
-        reader = _FrameStream(plan.source)
+        reader = FrameStream(plan.source)
         keyframes = plan.keyframes
         wanted = np.unique(np.concatenate([k.clip_indices for k in keyframes]))
         # uses[i]: clips not yet assembled that need frame i; a frame leaves the window at zero.
@@ -510,7 +394,7 @@ class Predictor:
         window: dict[int, Tensor] = {}
         last_frame: tuple[int, Tensor] | None = None
         next_kf = 0
-        batch: list[tuple[KeyFrame, Tensor]] = []
+        batch: list[tuple[KeyFrameClip, Tensor]] = []
         frames = self._prepared_frames(reader, wanted)
         try:
             for index, frame in frames:
@@ -550,7 +434,7 @@ class Predictor:
             self._report_stop(plan, reader, skipped)
         plan.source.close()  # the metadata handle; reads reopen it
 
-    def _report_stop(self, plan: VideoPlan, reader: _FrameStream, skipped: int) -> None:
+    def _report_stop(self, plan: VideoPlan, reader: FrameStream, skipped: int) -> None:
         decoded = reader.last_index + 1
         plan.stopped_at_frame = decoded
         why = f" ({reader.error})" if reader.error else ""
@@ -568,7 +452,7 @@ class Predictor:
         clip, _ = self.transform(rgb[None], {})
         return clip[:, 0]
 
-    def _prepared_frames(self, reader: _FrameStream, wanted: np.ndarray) -> Iterator[tuple[int, Tensor]]:
+    def _prepared_frames(self, reader: FrameStream, wanted: np.ndarray) -> Iterator[tuple[int, Tensor]]:
         """``(index, uint8 [3, H', W'])`` for the ``wanted`` frames: decoded and resized in a background
         thread (``prefetch_frames`` > 0) or here. Close the iterator to stop the thread."""
 
@@ -633,11 +517,11 @@ class Predictor:
         outputs = outputs_to_host(outputs)
         return outputs, self.postprocess(outputs)
 
-    def _detect(self, batch: list[tuple[KeyFrame, Tensor]], plan: VideoPlan) -> list[Detections]:
+    def _detect(self, batch: list[tuple[KeyFrameClip, Tensor]], plan: VideoPlan) -> list[Detections]:
         _, results = self.forward_clips(self._stack([clip for _, clip in batch]))
         return [self.to_detections(result, kf, plan) for (kf, _), result in zip(batch, results)]
 
-    def to_detections(self, result: dict[str, Tensor], keyframe: KeyFrame, plan: VideoPlan) -> Detections:
+    def to_detections(self, result: dict[str, Tensor], keyframe: KeyFrameClip, plan: VideoPlan) -> Detections:
         """One ``PostProcess`` result -> ``Detections`` with boxes on the original frame."""
         boxes_norm = self.boxes_to_frame(result["boxes_xyxy"].float().cpu(), plan.image_size)
         h, w = plan.image_size
@@ -681,7 +565,7 @@ def write_predictions(predictor: Predictor, source: str | os.PathLike | ClipSour
     import json
 
     from bmvit.checkpoint import atomic_write_bytes
-    from bmvit.engine import write_ava_csv
+    from bmvit.data.ava import write_ava_csv
 
     plan = predictor.plan(source, fps)
     if render and not isinstance(plan.source, VideoFileSource):
@@ -761,17 +645,15 @@ def predict_to_files(weights_path: str | os.PathLike, video_path: str | os.PathL
 
 __all__ = [
     "ClipSpec",
-    "KeyFrame",
+    "KeyFrameClip",
     "Predictor",
     "SHIPPED_WEIGHTS",
     "VideoInputWarning",
     "VideoPlan",
     "clip_frame_indices",
     "keyframe_schedule",
-    "load",
     "open_source",
     "predict_to_files",
     "resolve_batch_size",
-    "resolve_device",
     "write_predictions",
 ]

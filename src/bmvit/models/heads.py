@@ -24,7 +24,7 @@ Initialisation choices (the paper is silent; each one only sets the starting poi
   predict any person's box, the matched token drifts away from the person (in our synthetic runs
   the share of actors matched to the token of their own cell fell from 0.40 to 0.001) and the
   actor head has nothing consistent to learn. Bounding the offset (together with the matcher's
-  ``cost_center``) keeps the match on the person (docs/training_notes.md, section 5).
+  ``cost_center``) keeps the match on the person (docs/demo.md#keeping-the-match-on-the-person).
 
 The ViT-B variant (supplementary Fig. 1b) replaces the action MLP with
 ``CrossAttentionActionHead``: each candidate token reads all the clip's tokens before it is
@@ -65,29 +65,10 @@ def without_autocast(x: Tensor) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-class MLP(nn.Module):
-    """``num_layers`` linear layers with ReLU between them (none after the last).
-
-    Input ``[..., in_dim]`` -> output ``[..., out_dim]``; hidden layers are ``hidden_dim`` wide.
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
-        super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"MLP needs num_layers >= 1, got {num_layers}")
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:]))
-
-    @property
-    def last(self) -> nn.Linear:
-        return self.layers[-1]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = torch.relu(x)
-        return x
+def _head_mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> Mlp:
+    """A head's ``Mlp``: ReLU between layers, no dropout, its layers stored as ``layers.{i}`` (DETR's layout,
+    which every bmvit checkpoint's head keys follow)."""
+    return Mlp(in_dim, hidden_dim, out_dim, num_layers, activation="relu", param_names="layers")
 
 
 def _logit(p: float) -> float:
@@ -141,7 +122,7 @@ class CrossAttentionActionHead(nn.Module):
         self.norm_ffn = nn.LayerNorm(dim)
         self.ffn = Mlp(dim, int(dim * mlp_ratio), dim)
         self.norm_out = nn.LayerNorm(dim)
-        self.classifier = MLP(dim, hidden_dim, num_classes, num_layers)
+        self.classifier = _head_mlp(dim, hidden_dim, num_classes, num_layers)
 
     @property
     def last(self) -> nn.Linear:
@@ -209,10 +190,10 @@ class DetectionHeads(nn.Module):
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         self.box_reference = box_reference
         self.local_range = float(local_range)
-        self.box = MLP(in_dim, hidden_dim, 4, box_layers)
-        self.actor = MLP(in_dim, hidden_dim, 2, actor_layers)
+        self.box = _head_mlp(in_dim, hidden_dim, 4, box_layers)
+        self.actor = _head_mlp(in_dim, hidden_dim, 2, actor_layers)
         if action_head == "mlp":
-            self.action = MLP(in_dim, hidden_dim, num_classes, action_layers)
+            self.action = _head_mlp(in_dim, hidden_dim, num_classes, action_layers)
         else:
             self.action = CrossAttentionActionHead(in_dim, num_classes, attention_heads(in_dim), hidden_dim,
                                                    action_layers)

@@ -163,7 +163,7 @@ KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
         ),
         # Ours, shipped in bmvit/assets: the whole tiny detector after configs/synthetic_pretrain.yaml's four
         # stages (288 synthetic videos of seed 1, then 288 of seed 2, never the demo's seed-0 videos; 345 min
-        # on 2 CPU cores, docs/training_notes.md sections 11-14); the demo starts from all of it. The name is
+        # on 2 CPU cores, docs/demo.md#the-pretrained-detector); the demo starts from all of it. The name is
         # from its first stages, on seed 1 only.
         WeightsSpec(
             name="mvit_tiny_8x128.synthetic_seed1",

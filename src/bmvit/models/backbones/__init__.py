@@ -27,6 +27,22 @@ class Backbone(Protocol):
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
+RENAMED_BACKBONES: dict[str, str] = {
+    "bmvit_hiera_l": "hiera_l_det",
+    "bmvit_hiera_tiny": "hiera_tiny_det",
+    "bmvit_mvit_tiny": "mvit_tiny_det",
+    "bmvit_mvitv2_s": "mvitv2_s_det",
+    "bmvit_vit_b": "vit_b_det",
+}
+"""Backbone presets' former names -> their names now. The detector presets of ``bmvit.list_models()`` kept
+the old names, which the backbones they are built on also had; checkpoints and configs written before the
+rename store these names in ``model_config.backbone``, so every place that reads one maps it here."""
+
+
+def canonical_backbone_name(name: str) -> str:
+    """``name``, or its current name if it is a backbone preset's former name (``RENAMED_BACKBONES``)."""
+    return RENAMED_BACKBONES.get(name, name)
+
 
 def register_backbone(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a preset builder under its function name."""
@@ -53,12 +69,13 @@ def create_backbone(
     """Build a registered backbone preset, optionally loading a pretrained weights file.
 
     Args:
-        name: a name from ``list_backbones()``.
+        name: a name from ``list_backbones()`` (a former name in ``RENAMED_BACKBONES`` is read as its new one).
         weights: path to a weights file (torchvision/PySlowFast/VideoMAE/Hiera/bmvit format).
         weights_format: the source format; detected from the keys when ``None``.
         **overrides: fields of the backbone's config dataclass to change (e.g. ``drop_path_rate=0.2``).
     """
     _ensure_registered()
+    name = canonical_backbone_name(name)
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(_BACKBONES))}")
     model = _BACKBONES[name](**overrides)

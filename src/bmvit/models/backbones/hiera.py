@@ -399,7 +399,7 @@ def hiera_l(**overrides) -> Hiera:
 
 
 @register_backbone
-def bmvit_hiera_l(**overrides) -> Hiera:
+def hiera_l_det(**overrides) -> Hiera:
     """Hiera-L as we build BMViT's (supplementary Table 1: 256 px): 16x256 and the Q pooling at the
     start of the last stage removed, so the output keeps stage 3's grid: 1152 x 8 x 16 x 16
     (256 candidates per time slice, as BMViT's MViTv2-S).
@@ -420,6 +420,6 @@ def hiera_tiny(**overrides) -> Hiera:
 
 
 @register_backbone
-def bmvit_hiera_tiny(**overrides) -> Hiera:
+def hiera_tiny_det(**overrides) -> Hiera:
     """``hiera_tiny`` with BMViT's change (no Q pooling at the last stage): tokens out 192 x 8 x 8 x 8."""
     return _create({**_TINY, "q_pool_stages": (1, 2)}, overrides)

@@ -1,5 +1,5 @@
-"""Pieces shared by the video backbones: 3D patch embedding, MLP, drop path, and the shape
-adapters that let a checkpoint made for one input size load into a model built for another.
+"""Pieces shared by the video backbones: 3D patch embedding, MLP (the detection heads' too), drop path,
+and the shape adapters that let a checkpoint made for one input size load into a model built for another.
 
 Adapted from timm (huggingface/pytorch-image-models, timm/layers/{mlp.py,drop.py,patch_embed.py,
 pos_embed.py}) and PySlowFast (facebookresearch/SlowFast, slowfast/models/{common.py,stem_helper.py},
@@ -46,18 +46,67 @@ class PatchEmbed3d(nn.Module):
         return x.flatten(2).transpose(1, 2), thw
 
 
-class Mlp(nn.Module):
-    """``fc1 -> GELU -> dropout -> fc2 -> dropout`` on the last dimension."""
+MLP_ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
 
-    def __init__(self, in_features: int, hidden_features: int, out_features: int, drop: float = 0.0) -> None:
+MLP_PARAM_NAMES: tuple[str, ...] = ("fc", "layers")
+
+
+class Mlp(nn.Module):
+    """``num_layers`` linear layers on the last dimension with ``activation`` between consecutive ones:
+    ``[..., in_features]`` -> ``[..., out_features]``.
+
+    The one MLP of the package: the transformer blocks' feed-forward (two layers, GELU: the defaults)
+    and the detection heads' box/actor/action MLPs (``num_layers`` layers, ReLU). No dropout: no model
+    here asked for any.
+
+    Args:
+        in_features, hidden_features, out_features: widths of the input, of every hidden layer, of the output.
+        num_layers: linear layers (>= 1); ``hidden_features`` is unused when it is 1.
+        activation: ``"gelu"`` or ``"relu"``, between consecutive layers.
+        param_names: how the linear layers are named in the state dict, which checkpoints fix:
+            ``"fc"``: ``fc1``, ``fc2``, ... (timm's and PySlowFast's ``Mlp``, whose pretrained backbone
+            weights load by these names); ``"layers"``: ``layers.0``, ``layers.1``, ... (DETR's ``MLP``,
+            the layout of the heads of every bmvit checkpoint).
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int, num_layers: int = 2, *,
+                 activation: str = "gelu", param_names: str = "fc") -> None:
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_features, out_features)
-        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+        if num_layers < 1:
+            raise ValueError(f"Mlp needs num_layers >= 1, got {num_layers}")
+        if activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"Mlp activation must be one of {sorted(MLP_ACTIVATIONS)}, got {activation!r}")
+        if param_names not in MLP_PARAM_NAMES:
+            raise ValueError(f"Mlp param_names must be one of {MLP_PARAM_NAMES}, got {param_names!r}")
+        dims = [in_features] + [hidden_features] * (num_layers - 1) + [out_features]
+        linears = [nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:])]
+        if param_names == "layers":
+            self.layers = nn.ModuleList(linears)
+        else:
+            for i, linear in enumerate(linears, start=1):
+                self.add_module(f"fc{i}", linear)
+        # Parameter-free: the state-dict keys are the linear layers' alone.
+        self.act = MLP_ACTIVATIONS[activation]()
+        self.param_names = param_names
+        self.num_layers = num_layers
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        """The linear layers, first to last."""
+        if self.param_names == "layers":
+            return list(self.layers)
+        return [getattr(self, f"fc{i}") for i in range(1, self.num_layers + 1)]
+
+    @property
+    def last(self) -> nn.Linear:
+        """The output layer (the heads initialise its weight and bias)."""
+        return self.linears[-1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        linears = self.linears
+        for linear in linears[:-1]:
+            x = self.act(linear(x))
+        return linears[-1](x)
 
 
 class DropPath(nn.Module):

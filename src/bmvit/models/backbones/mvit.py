@@ -507,17 +507,17 @@ class MultiScaleAttention(nn.Module):
         batch, heads, num_q = q.shape[:3]
         r_q = q.unflatten(2, (qt, qh, qw))
 
-        def rel(spec: str, table: Tensor, index: Tensor, size: int) -> Tensor:
+        def rel(spec: str, table: Tensor, index: Tensor) -> Tensor:
             # flatten, not reshape(batch, ...): a traced graph would keep the example's batch size.
             return torch.einsum(spec, r_q, table[index]).flatten(2, 4)
 
         if self.rel_pos_spatial:
-            rel_h = rel("bnthwc,hkc->bnthwk", self.rel_pos_h, self.rel_index_h, kh)
-            rel_w = rel("bnthwc,wkc->bnthwk", self.rel_pos_w, self.rel_index_w, kw)
+            rel_h = rel("bnthwc,hkc->bnthwk", self.rel_pos_h, self.rel_index_h)
+            rel_w = rel("bnthwc,wkc->bnthwk", self.rel_pos_w, self.rel_index_w)
         else:
             rel_h, rel_w = q.new_zeros(batch, heads, num_q, kh), q.new_zeros(batch, heads, num_q, kw)
         if self.rel_pos_temporal:
-            rel_t = rel("bnthwc,tkc->bnthwk", self.rel_pos_t, self.rel_index_t, kt)
+            rel_t = rel("bnthwc,tkc->bnthwk", self.rel_pos_t, self.rel_index_t)
         else:
             rel_t = q.new_zeros(batch, heads, num_q, kt)
         return rel_t, rel_h, rel_w
@@ -781,7 +781,7 @@ def mvitv2_s(**overrides) -> MViT:
 
 
 @register_backbone
-def bmvit_mvitv2_s(**overrides) -> MViT:
+def mvitv2_s_det(**overrides) -> MViT:
     """MViTv2-S as BMViT uses it: 16x256 input and the Q pooling at the start of scale5 removed,
     so the output keeps scale4's grid: 768 x 8 x 16 x 16 (256 candidates per time slice).
 
@@ -806,6 +806,6 @@ def mvit_tiny(**overrides) -> MViT:
 
 
 @register_backbone
-def bmvit_mvit_tiny(**overrides) -> MViT:
+def mvit_tiny_det(**overrides) -> MViT:
     """``mvit_tiny`` with BMViT's change (no Q pooling at the last stage): tokens out 192 x 8 x 8 x 8."""
     return _create({**_TINY, "stride_q": ((1, 1, 1), (1, 2, 2), (1, 2, 2), (1, 1, 1))}, overrides)

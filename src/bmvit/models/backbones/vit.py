@@ -315,7 +315,7 @@ def vit_b(**overrides) -> VisionTransformer:
 
 
 @register_backbone
-def bmvit_vit_b(**overrides) -> VisionTransformer:
+def vit_b_det(**overrides) -> VisionTransformer:
     """ViT-B as BMViT uses it (supplementary Fig. 1b): 16x288 input, tokens out 768 x 8 x 18 x 18
     (324 candidates per time slice). VideoMAE's position table is resized from 8x14x14."""
     return _create({"input_size": (16, 288, 288)}, overrides)
