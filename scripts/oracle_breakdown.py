@@ -1,8 +1,10 @@
 """Where does a model's frame-mAP go? Replace one part of its detections with the truth at a time.
 
-A diagnostic for the synthetic demo (docs/training_notes.md, section 8), not part of the package. For
-every val key frame it runs the model once and writes several detection files, each scored with the
-official frame-mAP protocol:
+An error analysis of a trained bmvit model file on the val split of an AVA-format dataset (the data
+section of ``--config``, with ``key=value`` overrides such as ``data.root=...``); docs/demo.md shows
+it on the demo's model. Not part of the package: run it from a checkout. For every val key frame it
+runs the model once and writes several detection files to ``--out``, each scored with the official
+frame-mAP protocol:
 
 - ``model``: every candidate token, score ``p_actor * p_action`` (the model as evaluated, with θ = 0);
 - ``model_nms``: the same after class-agnostic greedy NMS at IoU 0.5 in ``p_actor`` order (are the
@@ -19,8 +21,10 @@ It also prints, over the val actors: the share whose own-cell box has IoU >= 0.5
 clip's tokens score a higher p(actor) than the own-cell token (median), and than the best token of the
 3x3 cells around it.
 
+Usage (``OUT/oracle_breakdown.json`` gets the summary; ``OUT/<variant>.csv`` the detections):
+
     python scripts/oracle_breakdown.py --weights runs/demo/model.safetensors --config configs/synthetic_tiny.yaml \
-        --out runs/demo/oracle
+        --out runs/demo/oracle [key=value ...]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from bmvit.checkpoint import load_model
 from bmvit.config import load_config
 from bmvit.evaluation.frame_map import evaluate_ava_files
 from bmvit.postprocess import greedy_nms
-from bmvit.trainer import read_class_info
+from bmvit.build import read_class_info
 
 VARIANTS = ("model", "model_nms", "oracle_actor", "oracle_actor_best_box", "oracle_box", "oracle_box_random")
 
@@ -87,11 +91,11 @@ def keyframe_rows(outputs: dict[str, Tensor], target: dict, class_ids: list[int]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True)
+    parser.add_argument("--weights", required=True, help="a bmvit model file (model.safetensors)")
     parser.add_argument("--config", required=True, help="the run config (its data section is read)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--out", required=True, help="folder for the detection CSVs and the JSON summary")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.root=DIR")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.overrides)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import bmvit
+from bmvit import distributed as dist_utils
 from bmvit.losses import SetCriterion, sigmoid_focal_loss
 from bmvit.matcher import HungarianMatcher
 
@@ -139,6 +140,7 @@ def test_num_boxes_normalisation(monkeypatch):
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: t.add_(9.0))
+    monkeypatch.setattr(dist_utils, "comm_device", lambda: torch.device("cpu"))  # gloo's device, no group needed
     distributed = criterion(outputs, targets)
     for name in ("loss_bbox", "loss_giou", "loss_action"):
         assert distributed[name].item() == pytest.approx(single[name].item() * 3 / 6, rel=1e-6), name

@@ -1,38 +1,103 @@
 """Config sections -> components. The one place that maps a config to constructor arguments.
 
-Each builder takes only its own section (plus facts derived from the data, such as the trained
-class ids), so no component ever sees the whole configuration tree.
+Each component's builder takes only its own section (plus facts derived from the data, such as
+the trained class ids), so no component ever sees the whole configuration tree; the few builders
+that take the run ``Config`` (a family's, ``create_split_dataset``, ``create_eval_loader``) only
+pick sections out of it for the components they build.
+
+A *detector family* is what the engine needs to know of a kind of detector besides the model:
+its criterion, its post-processing, what its dataset adds to each item, and which inputs its
+forward takes. BMViT's is ``SINGLE_STAGE`` below; a model class may carry another as its
+``family`` attribute (the two-stage baseline does, ``bmvit.baselines.twostage``), and the engine
+and trainer reach every family through ``family_of(model)`` only.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
-from bmvit.config import DataConfig, EvalConfig, LossConfig, MatcherConfig, ModelConfig, OptimConfig
+from bmvit.config import Config, DataConfig, EvalConfig, LossConfig, MatcherConfig, ModelConfig, OptimConfig
+
+
+@dataclass(frozen=True)
+class DetectorFamily:
+    """How the engine trains and evaluates one kind of detector.
+
+    Attributes:
+        name: for messages and logs.
+        criterion: ``(config, num_classes) -> nn.Module`` mapping ``(outputs, targets)`` to a dict of
+            losses with a ``"loss"`` entry.
+        postprocess: ``(eval config) -> nn.Module`` mapping host outputs to one dict per clip with
+            ``boxes_xyxy [K, 4]`` (normalised, model input) and ``action_scores [K, C]``.
+        dataset: ``(base dataset, config, split, train) -> dataset`` whose items the family's model
+            and criterion need (the base dataset itself when nothing is added).
+        inputs: ``(clips [B, 3, T, H, W], targets on the device) -> tuple``, the model's positional
+            arguments for a batch.
+    """
+
+    name: str
+    criterion: Callable[[Config, int], nn.Module]
+    postprocess: Callable[[EvalConfig], nn.Module]
+    dataset: Callable[[Dataset, Config, str, bool], Dataset]
+    inputs: Callable[[Tensor, list[dict[str, Any]]], tuple]
+
+
+def _single_stage_criterion(config: Config, num_classes: int) -> nn.Module:
+    return create_criterion(config.matcher, config.loss, num_classes)
+
+
+def _single_stage_postprocess(cfg: EvalConfig) -> nn.Module:
+    return create_postprocess(cfg)
+
+
+def _same_dataset(dataset: Dataset, config: Config, split: str, train: bool) -> Dataset:
+    return dataset
+
+
+def _clips_only(clips: Tensor, targets: list[dict[str, Any]]) -> tuple:
+    return (clips,)
+
+
+SINGLE_STAGE = DetectorFamily(
+    name="single_stage", criterion=_single_stage_criterion, postprocess=_single_stage_postprocess,
+    dataset=_same_dataset, inputs=_clips_only,
+)
+"""BMViT: the clips in, matched set loss, thresholded tokens out."""
+
+
+def family_of(model: nn.Module) -> DetectorFamily:
+    """The family of ``model`` (looking through a ``DistributedDataParallel`` wrapper): its class's
+    ``family`` attribute, else ``SINGLE_STAGE``."""
+    return getattr(getattr(model, "module", model), "family", SINGLE_STAGE)
 
 
 def create_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """Build the detector a ``model`` section describes, with ``num_classes`` action outputs."""
     from bmvit.models import create_model
 
+    cfg.validate()
     backbone_overrides: dict[str, Any] = dict(cfg.backbone_overrides)
-    if cfg.input_size:
+    if cfg.input_size is not None:
         backbone_overrides["input_size"] = tuple(int(v) for v in cfg.input_size)
-    if cfg.drop_path_rate >= 0:
+    if cfg.drop_path_rate is not None:
         backbone_overrides["drop_path_rate"] = float(cfg.drop_path_rate)
     if cfg.activation_checkpointing:
         backbone_overrides["use_checkpoint"] = True
     return create_model(
         cfg.name,
         num_classes=cfg.num_classes or num_classes,
-        backbone_weights=cfg.backbone_weights or None,
-        weights_format=cfg.weights_format or None,
+        backbone_weights=cfg.backbone_weights,
+        weights_format=cfg.weights_format,
         token_selection=cfg.token_selection,
         backbone_overrides=backbone_overrides,
         **_head_overrides(cfg),
@@ -42,26 +107,15 @@ def create_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
 def _head_overrides(cfg: ModelConfig) -> dict[str, Any]:
     """The box-parametrisation fields a run config sets (the preset's own values otherwise)."""
     overrides: dict[str, Any] = {}
-    if cfg.box_reference:
+    if cfg.box_reference is not None:
         overrides["box_reference"] = cfg.box_reference
-    if cfg.box_local_range > 0:
+    if cfg.box_local_range is not None:
         overrides["box_local_range"] = float(cfg.box_local_range)
     return overrides
 
 
-def model_kind(model: nn.Module) -> str:
-    """``"twostage"`` for a model that classifies given person boxes, else ``"single_stage"`` (BMViT);
-    looks through a ``DistributedDataParallel`` wrapper."""
-    return getattr(getattr(model, "module", model), "kind", "single_stage")
-
-
-def create_criterion(
-    matcher_cfg: MatcherConfig, loss_cfg: LossConfig, num_classes: int, kind: str = "single_stage"
-) -> nn.Module:
-    if kind == "twostage":
-        from bmvit.twostage import TwoStageCriterion
-
-        return TwoStageCriterion(num_classes, weight_action=loss_cfg.weight_action)
+def create_criterion(matcher_cfg: MatcherConfig, loss_cfg: LossConfig, num_classes: int) -> nn.Module:
+    """BMViT's set criterion: Hungarian matching of key-frame tokens to actors, then the losses."""
     from bmvit.losses import SetCriterion
     from bmvit.matcher import HungarianMatcher
 
@@ -86,11 +140,8 @@ def create_criterion(
     )
 
 
-def create_postprocess(cfg: EvalConfig, kind: str = "single_stage") -> nn.Module:
-    if kind == "twostage":
-        from bmvit.twostage import TwoStagePostProcess
-
-        return TwoStagePostProcess()
+def create_postprocess(cfg: EvalConfig) -> nn.Module:
+    """BMViT's outputs -> per-clip detections (actor threshold, optional NMS)."""
     from bmvit.postprocess import PostProcess
 
     return PostProcess(threshold=cfg.threshold, nms_iou=cfg.nms_iou)
@@ -100,7 +151,7 @@ ACT_DEFAULT_PATHS = {
     "ucf101_24": {"annotations": "UCF101v2-GT.pkl", "frames_dir": "rgb-images"},
     "jhmdb_21": {"annotations": "JHMDB-GT.pkl", "frames_dir": "Frames"},
 }
-"""File names of the ACT / MOC-Detector layout, used where ``data.annotations`` / ``data.frames_dir`` are ''."""
+"""File names of the ACT / MOC-Detector layout, used where ``data.act.annotations`` / ``data.act.frames_dir`` are null."""
 
 
 def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
@@ -119,11 +170,11 @@ def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
         return _resolve_act_paths(cfg, root)
     paths: dict[str, Path | None] = {}
     for key in ("train_csv", "val_csv", "label_map", "exclusions"):
-        rel = getattr(cfg, key)
+        rel = getattr(cfg.ava, key)
         paths[key] = (root / rel) if rel else None
     for key in ("train_csv", "val_csv", "label_map"):
         if not paths[key].is_file():
-            raise FileNotFoundError(f"data.{key}: {paths[key]} does not exist (data.root={root})")
+            raise FileNotFoundError(f"data.ava.{key}: {paths[key]} does not exist (data.root={root})")
     if paths["exclusions"] is not None and not paths["exclusions"].is_file():
         paths["exclusions"] = None
     return paths
@@ -131,16 +182,16 @@ def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
 
 def _resolve_act_paths(cfg: DataConfig, root: Path) -> dict[str, Path | None]:
     defaults = ACT_DEFAULT_PATHS[cfg.format]
-    annotations = root / (cfg.annotations or defaults["annotations"])
+    annotations = root / (cfg.act.annotations or defaults["annotations"])
     if not annotations.is_file():
         raise FileNotFoundError(
-            f"data.annotations: {annotations} does not exist (data.root={root}, data.format={cfg.format}; "
+            f"data.act.annotations: {annotations} does not exist (data.root={root}, data.format={cfg.format}; "
             f"expected ACT's {defaults['annotations']} or a JSON file with the same keys, see docs/ucf_jhmdb.md)"
         )
     if cfg.source == "frames":
-        key, media = "data.frames_dir", root / (cfg.frames_dir or defaults["frames_dir"])
+        key, media = "data.act.frames_dir", root / (cfg.act.frames_dir or defaults["frames_dir"])
     else:
-        key, media = "data.videos_dir", root / cfg.videos_dir
+        key, media = "data.act.videos_dir", root / cfg.act.videos_dir
     if not media.is_dir():
         raise FileNotFoundError(f"{key}: {media} is not a directory (data.root={root}, data.source={cfg.source})")
     return {"annotations": annotations, "media": media}
@@ -159,19 +210,54 @@ def data_label_map(cfg: DataConfig) -> dict[int, str]:
     return read_act_annotations(paths["annotations"]).label_map()
 
 
+@dataclass
+class ClassInfo:
+    """The classes a model predicts (trained) and the classes evaluated (the label map)."""
+
+    class_ids: list[int]
+    label_map: dict[int, str]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.label_map.get(c, f"class_{c}") for c in self.class_ids]
+
+
+def read_class_info(data_cfg: DataConfig) -> ClassInfo:
+    """Trained classes = every action id in the training annotations (80 on AVA); evaluated = the label map.
+
+    UCF101-24 / JHMDB-21: both are every class of the ACT ground truth (ids ``1..24`` / ``1..21``).
+    """
+    from bmvit.data.ava import read_annotations, read_label_map
+
+    if data_cfg.format != "ava":
+        label_map = data_label_map(data_cfg)
+        return ClassInfo(class_ids=sorted(label_map), label_map=label_map)
+    paths = resolve_data_paths(data_cfg)
+    label_map = read_label_map(paths["label_map"])
+    rows = read_annotations(paths["train_csv"], skip_bad=data_cfg.skip_bad)
+    class_ids = sorted(int(c) for c in np.unique(rows.action_ids) if c >= 0)
+    if not class_ids:
+        raise ValueError(f"{paths['train_csv']} holds no action labels")
+    return ClassInfo(class_ids=class_ids, label_map=label_map)
+
+
+def create_split_dataset(config: Config, model: nn.Module, split: str, class_ids: list[int], train: bool) -> Dataset:
+    """The dataset of ``split`` for ``model``: ``create_dataset`` at the model's input size, wrapped by
+    the model's family (``DetectorFamily.dataset``)."""
+    base = create_dataset(config.data, split, class_ids, tuple(model.input_size), train)
+    return family_of(model).dataset(base, config, split, train)
+
+
 def create_dataset(
     cfg: DataConfig, split: str, class_ids: list[int], input_size: tuple[int, int, int], train: bool,
-    kind: str = "single_stage", output: str = "uint8",
+    output: str = "uint8",
 ):
     """The dataset of ``split`` ("train" or "val") at the model's input size: an ``AVADataset``, or for
-    UCF101-24 / JHMDB-21 a ``KeyFrameDataset`` whose "val" is the test split of ``data.split_index``.
-    For a two-stage model it is wrapped in a ``PersonBoxDataset`` that adds the person boxes to classify.
+    UCF101-24 / JHMDB-21 a ``KeyFrameDataset`` whose "val" is the test split of ``data.act.split_index``.
+    A detector family may wrap it (``DetectorFamily.dataset``; see ``create_split_dataset``).
 
     Clips are ``uint8 [3, T, H, W]`` (``output="uint8"``, the loaders' hand-off: the engine normalises
     them on the model's device with ``transforms.normalize_clips``) or normalised float32 (``"float"``)."""
-    if kind == "twostage":
-        base = create_dataset(cfg, split, class_ids, input_size, train, output=output)
-        return _person_box_dataset(cfg, split, base, train)
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     num_frames, height, width = input_size
@@ -179,6 +265,7 @@ def create_dataset(
         raise ValueError(f"the model input must be square, got {height}x{width}")
     if cfg.format != "ava":
         return _act_dataset(cfg, split, class_ids, num_frames, height, train, output)
+    from bmvit.data.ava import AVA_VALID_SECONDS
     from bmvit.data.dataset import AVADataset
 
     paths = resolve_data_paths(cfg)
@@ -192,61 +279,55 @@ def create_dataset(
         class_ids=class_ids,
         source=cfg.source,
         train=train,
-        mean=tuple(cfg.mean),
-        std=tuple(cfg.std),
-        resize=cfg.resize,
-        time_offset=cfg.time_offset,
+        time_offset=cfg.ava.time_offset,
         fps=cfg.fps,
-        valid_seconds=(cfg.first_second, cfg.last_second),
+        valid_seconds=AVA_VALID_SECONDS,
         exclusions=paths["exclusions"] if split == "val" else None,
-        hflip=cfg.hflip if train else 0.0,
-        flip_swap_class_ids=[tuple(int(v) for v in pair) for pair in cfg.flip_swap_pairs],
-        scale_jitter=tuple(cfg.scale_jitter) if train else (1.0, 1.0),
-        color_jitter=cfg.color_jitter if train else 0.0,
+        **_augmentation(cfg),
         cache_videos=cfg.cache_videos,
         skip_bad=cfg.skip_bad,
         output=output,
     )
 
 
+def _augmentation(cfg: DataConfig) -> dict[str, Any]:
+    """The transform settings of the data section (``keyframe_transform`` drops augmentation outside training)."""
+    return {
+        "mean": tuple(cfg.mean),
+        "std": tuple(cfg.std),
+        "resize": cfg.resize,
+        "hflip": cfg.hflip,
+        "scale_jitter": tuple(cfg.scale_jitter),
+        "color_jitter": cfg.color_jitter,
+        "flip_swap_class_ids": [tuple(int(v) for v in pair) for pair in cfg.flip_swap_pairs],
+    }
+
+
 def _act_dataset(
     cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool, output: str = "uint8"
 ):
     """UCF101-24 / JHMDB-21 key frames: every annotated frame of the train videos; for "val" every frame
-    of the test videos (``data.eval_all_frames``, ACT's frame-mAP scores detections on unannotated frames
+    of the test videos (``data.act.eval_all_frames``, ACT's frame-mAP scores detections on unannotated frames
     too). Key-frame ``timestamp`` is the 1-based frame number, which evaluation rows carry."""
-    from bmvit.data.transforms import build_transforms
+    from bmvit.data.dataset import keyframe_transform
     from bmvit.data.ucf_jhmdb import read_act_annotations, ucf_jhmdb_dataset
 
     paths = resolve_data_paths(cfg)
     ann = read_act_annotations(paths["annotations"])
-    column = {c: j for j, c in enumerate(class_ids)}
-    swaps = [(column[a], column[b]) for a, b in cfg.flip_swap_pairs if a in column and b in column]
-    transform = build_transforms(
-        train,
-        size,
-        mean=tuple(cfg.mean),
-        std=tuple(cfg.std),
-        resize=cfg.resize,
-        hflip=cfg.hflip if train else 0.0,
-        scale_jitter=tuple(cfg.scale_jitter) if train else (1.0, 1.0),
-        color_jitter=cfg.color_jitter if train else 0.0,
-        flip_swap_columns=swaps,
-        output=output,
-    )
+    transform = keyframe_transform(class_ids, size, train, **_augmentation(cfg), output=output)
     frames = cfg.source == "frames"
     dataset = ucf_jhmdb_dataset(
         ann,
         cfg.format,
         "train" if split == "train" else "test",
-        split_index=cfg.split_index,
+        split_index=cfg.act.split_index,
         frames_root=paths["media"] if frames else None,
         video_root=None if frames else paths["media"],
-        video_ext=cfg.video_ext,
+        video_ext=cfg.act.video_ext,
         num_frames=num_frames,
         stride=cfg.sampling_stride,
         class_ids=class_ids,
-        include_unannotated=split != "train" and cfg.eval_all_frames,
+        include_unannotated=split != "train" and cfg.act.eval_all_frames,
         skip_bad=cfg.skip_bad,
         transform=transform,
     )
@@ -254,15 +335,18 @@ def _act_dataset(
     return dataset
 
 
-def _person_box_dataset(cfg: DataConfig, split: str, base, train: bool):
-    from bmvit.data.person_boxes import PersonBoxDataset, person_boxes_path, read_person_boxes
+def create_eval_loader(config: Config, model: nn.Module, classes: ClassInfo,
+                       device: torch.device | None = None) -> DataLoader:
+    """The val split's loader for ``model``, built once per run: this rank's share of the key frames,
+    in order; a clip that cannot be read becomes an empty one (``EvalItems``)."""
+    from bmvit import distributed as dist_utils
+    from bmvit.data.loader import EvalItems, ShardSampler, create_loader, default_num_workers
 
-    relative = cfg.person_boxes_train if split == "train" else cfg.person_boxes_val
-    if not relative and split != "train":
-        raise FileNotFoundError("a two-stage model classifies detector boxes: set data.person_boxes_val to a "
-                                "person-box CSV (AVA: PySlowFast's ava_detection_val_boxes_and_labels.csv)")
-    boxes = read_person_boxes(person_boxes_path(cfg.root, relative), cfg.person_box_threshold) if relative else None
-    return PersonBoxDataset(base, boxes, train=train, jitter=cfg.person_box_jitter if train else 0.0)
+    dataset = EvalItems(create_split_dataset(config, model, "val", classes.class_ids, train=False),
+                        (3, *model.input_size))
+    sampler = ShardSampler(len(dataset), dist_utils.get_rank(), dist_utils.get_world_size(), shuffle=False)
+    return create_loader(dataset, sampler, config.eval.batch_size, default_num_workers(config.data.num_workers),
+                         0, device)
 
 
 def _layer_id(name: str, num_layers: int) -> int:
@@ -302,7 +386,7 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     for group in param_groups:
         group["lr"] = cfg.lr * group["lr_scale"]
     on_cuda = all(p.is_cuda for group in param_groups for p in group["params"]) and bool(param_groups)
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True if on_cuda else None)
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, fused=True if on_cuda else None)
 
 
 def create_scheduler(

@@ -10,9 +10,11 @@ component is built from its own section only.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,22 +31,64 @@ def _f(default: Any, help: str, **kwargs: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    """Which detector to build. The resolved model config is also stored in every checkpoint."""
+    """Which detector to build. The resolved model config is also stored in every checkpoint.
+
+    A field left at None takes the preset's own value (or, for ``num_classes``, the data's)."""
 
     name: str = _f("bmvit_mvit_tiny", "detector preset from bmvit.list_models()")
-    num_classes: int = _f(0, "action classes predicted; 0 = the number of trained classes found in the training data")
-    input_size: list = _f([], "clip size [T, H, W] fed to the model; [] = the preset's own")
-    drop_path_rate: float = _f(-1.0, "stochastic depth of the backbone; -1 = the preset's own")
+    num_classes: int | None = _f(None, "action classes predicted; null = the trained classes found in the training data")
+    input_size: list | None = _f(None, "clip size [T, H, W] fed to the model; null = the preset's own")
+    drop_path_rate: float | None = _f(None, "stochastic depth of the backbone; null = the preset's own")
     activation_checkpointing: bool = _f(False, "recompute backbone blocks in backward to save memory")
     token_selection: str = _f("central", "key-frame tokens decoded: central | temporal_mean | all")
-    backbone_weights: str = _f("", "pretrained backbone weights file (torchvision, slowfast, videomae, hiera, bmvit) "
-                                   "or the name of weights shipped in bmvit/assets; '' = random weights")
-    weights_format: str = _f("", "format of backbone_weights; '' = detect from the keys")
-    init_weights: str = _f("", "a trained bmvit detector file (or shipped weights' name) whose every tensor, heads "
-                               "included, starts the run; same architecture and classes; '' = none")
+    backbone_weights: str | None = _f(None, "pretrained backbone weights file (torchvision, slowfast, videomae, hiera, "
+                                            "bmvit) or the name of weights shipped in bmvit/assets; null = random")
+    weights_format: str | None = _f(None, "format of backbone_weights; null = detect from the keys")
+    init_weights: str | None = _f(None, "a trained bmvit detector file (or shipped weights' name) whose every tensor, "
+                                        "heads included, starts the run; same architecture and classes; null = none")
     backbone_overrides: dict = _f({}, "extra fields of the backbone config, e.g. {depths: [1, 1, 2, 1]}")
-    box_reference: str = _f("", "box parametrisation: token_center | token_local | none; '' = the preset's own")
-    box_local_range: float = _f(0.0, "token_local: reach of a box centre from its token's cell, in cells; 0 = preset's")
+    box_reference: str | None = _f(None, "box parametrisation: token_center | token_local | none; null = the preset's")
+    box_local_range: float | None = _f(None, "token_local: reach of a box centre from its token's cell, in cells; "
+                                             "null = the preset's")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when a model value is out of its allowed set."""
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"model.num_classes must be >= 1 (or null for the data's), got {self.num_classes}")
+        if self.input_size is not None and (len(self.input_size) != 3 or any(int(v) < 1 for v in self.input_size)):
+            raise ConfigError(f"model.input_size must be [T, H, W] (or null for the preset's), got {self.input_size}")
+        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
+            raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        if self.token_selection not in ("central", "temporal_mean", "all"):
+            raise ConfigError(f"model.token_selection must be central, temporal_mean or all, got {self.token_selection!r}")
+        if self.box_reference not in (None, "token_center", "token_local", "none"):
+            raise ConfigError(f"model.box_reference must be token_center, token_local or none, got {self.box_reference!r}")
+        if self.box_local_range is not None and self.box_local_range <= 0:
+            raise ConfigError(f"model.box_local_range must be > 0, got {self.box_local_range}")
+
+
+@dataclass
+class AVAFilesConfig:
+    """AVA's files (data.format: ava), relative to data.root."""
+
+    train_csv: str = _f("annotations/ava_train_v2.2.csv", "training annotations")
+    val_csv: str = _f("annotations/ava_val_v2.2.csv", "validation annotations")
+    label_map: str = _f("annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt", "label map of the evaluated classes")
+    exclusions: str | None = _f("annotations/ava_val_excluded_timestamps_v2.2.csv", "excluded val key frames "
+                                                                                     "(null = none)")
+    time_offset: float = _f(900.0, "second of the annotation timeline at video time 0 (AVA: 900)")
+
+
+@dataclass
+class ACTFilesConfig:
+    """UCF101-24 / JHMDB-21's files and protocol (data.format: ucf101_24 | jhmdb_21), relative to data.root."""
+
+    annotations: str | None = _f(None, "ACT ground truth (.pkl or .json); null = UCF101v2-GT.pkl / JHMDB-GT.pkl")
+    frames_dir: str | None = _f(None, "source=frames: folder of <video>/%05d.jpg|png; null = rgb-images / Frames")
+    videos_dir: str = _f("videos", "source=video: folder of <video><video_ext>")
+    video_ext: str = _f(".avi", "source=video: extension of the video files")
+    split_index: int = _f(1, "which train/test split (1-based; UCF101-24 has 1, JHMDB-21 has 3)")
+    eval_all_frames: bool = _f(True, "score every frame of the test videos (ACT protocol), not only annotated ones")
 
 
 @dataclass
@@ -55,18 +99,9 @@ class DataConfig:
         "ava", "dataset format: ava (AVA CSVs, AVA frame-mAP) | ucf101_24 | jhmdb_21 (ACT tube pickle, ACT frame-mAP)"
     )
     root: str = _f("", "dataset root (annotations/, frame_lists/, videos/ or frames/)")
-    source: str = _f("video", "clip source: video (decode files with PyAV) | frames (AVA jpg folders)")
-    train_csv: str = _f("annotations/ava_train_v2.2.csv", "training annotations, relative to root")
-    val_csv: str = _f("annotations/ava_val_v2.2.csv", "validation annotations, relative to root")
-    label_map: str = _f(
-        "annotations/ava_action_list_v2.2_for_activitynet_2019.pbtxt", "label map of the evaluated classes"
-    )
-    exclusions: str = _f("annotations/ava_val_excluded_timestamps_v2.2.csv", "excluded val key frames ('' = none)")
+    source: str = _f("video", "clip source: video (decode files with PyAV) | frames (jpg folders)")
     sampling_stride: int = _f(4, "frames between two sampled frames of a clip (16x4 in the paper)")
     fps: float = _f(30.0, "frame rate that maps seconds to frame indices")
-    time_offset: float = _f(900.0, "second of the annotation timeline at video time 0 (AVA: 900)")
-    first_second: int = _f(902, "first valid key-frame second")
-    last_second: int = _f(1798, "last valid key-frame second")
     resize: str = _f("square", "frame to input: square (resize the whole frame) | letterbox (keep aspect, pad)")
     mean: list = _f([0.45, 0.45, 0.45], "per-channel mean (RGB, [0, 1] scale); PySlowFast's for Kinetics MViT")
     std: list = _f([0.225, 0.225, 0.225], "per-channel std")
@@ -79,24 +114,8 @@ class DataConfig:
     max_bad_clips: float = _f(0.001, "fraction of training clips that may be unreadable (skipped, logged and counted) "
                                      "before the run stops; 0 = stop at the first")
     skip_bad: bool = _f(False, "skip (and count) malformed annotation rows instead of stopping")
-    person_boxes_train: str = _f(
-        "", "two-stage models: detector person-box CSV for training, relative to root ('' = annotated actors only)"
-    )
-    person_boxes_val: str = _f("", "two-stage models: detector person-box CSV classified in evaluation (required)")
-    person_box_threshold: float = _f(0.8, "two-stage models: keep person boxes scoring >= this (PySlowFast's 0.8)")
-    person_box_jitter: float = _f(0.05, "two-stage models: training box jitter, fraction of the box size")
-    annotations: str = _f(
-        "", "ucf101_24/jhmdb_21: ACT ground truth (.pkl or .json), relative to root; '' = UCF101v2-GT.pkl / JHMDB-GT.pkl"
-    )
-    frames_dir: str = _f(
-        "", "ucf101_24/jhmdb_21, source=frames: folder of <video>/%05d.jpg|png, relative to root; '' = rgb-images / Frames"
-    )
-    videos_dir: str = _f("videos", "ucf101_24/jhmdb_21, source=video: folder of <video><video_ext>, relative to root")
-    video_ext: str = _f(".avi", "ucf101_24/jhmdb_21, source=video: extension of the video files")
-    split_index: int = _f(1, "ucf101_24/jhmdb_21: which train/test split (1-based; UCF101-24 has 1, JHMDB-21 has 3)")
-    eval_all_frames: bool = _f(
-        True, "ucf101_24/jhmdb_21: score every frame of the test videos (ACT protocol), not only annotated ones"
-    )
+    ava: AVAFilesConfig = field(default_factory=AVAFilesConfig)
+    act: ACTFilesConfig = field(default_factory=ACTFilesConfig)
 
     FORMATS = ("ava", "ucf101_24", "jhmdb_21")
     NUM_SPLITS = {"ava": 1, "ucf101_24": 1, "jhmdb_21": 3}
@@ -116,8 +135,26 @@ class DataConfig:
         if not 0.0 <= self.max_bad_clips < 1.0:
             raise ConfigError(f"data.max_bad_clips must be a fraction in [0, 1), got {self.max_bad_clips}")
         splits = self.NUM_SPLITS[self.format]
-        if self.format != "ava" and not 1 <= self.split_index <= splits:
-            raise ConfigError(f"data.split_index must be 1..{splits} for {self.format}, got {self.split_index}")
+        if self.format != "ava" and not 1 <= self.act.split_index <= splits:
+            raise ConfigError(f"data.act.split_index must be 1..{splits} for {self.format}, got {self.act.split_index}")
+
+
+@dataclass
+class PersonBoxConfig:
+    """The two-stage baseline's person boxes (models named twostage_*; ignored by BMViT)."""
+
+    train_boxes: str | None = _f(None, "detector person-box CSV for training, relative to data.root (null = the "
+                                       "annotated actors only)")
+    val_boxes: str | None = _f(None, "detector person-box CSV whose boxes are classified in evaluation (required)")
+    box_threshold: float = _f(0.8, "keep person boxes scoring >= this (PySlowFast's 0.8)")
+    box_jitter: float = _f(0.05, "training box jitter, fraction of the box size")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when a value is out of range."""
+        if not 0.0 <= self.box_threshold <= 1.0:
+            raise ConfigError(f"twostage.box_threshold must be in [0, 1], got {self.box_threshold}")
+        if not 0.0 <= self.box_jitter < 0.5:
+            raise ConfigError(f"twostage.box_jitter must be in [0, 0.5), got {self.box_jitter}")
 
 
 @dataclass
@@ -129,6 +166,10 @@ class MatcherConfig:
     cost_giou: float = _f(2.0, "weight of -GIoU")
     cost_action: float = _f(0.0, "weight of the action cost (0 = off)")
     cost_center: float = _f(0.0, "weight of the distance (grid cells, L1) from a token's cell centre to the box centre")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when a cost is negative."""
+        _non_negative(self, "matcher")
 
 
 @dataclass
@@ -142,8 +183,16 @@ class LossConfig:
     weight_action: float = _f(1.0, "action loss on matched tokens")
     action_loss: str = _f("bce", "bce | focal")
     o2m_weight: float = _f(0.0, "one-to-many auxiliary box and action losses (H-DETR hybrid matching), relative "
-                                "weight; 0 = off (docs/training_notes.md, section 8)")
+                                "weight; 0 = off")
     o2m_repeats: int = _f(4, "tokens per actor in the one-to-many matching")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when a weight is negative or the loss unknown."""
+        _non_negative(self, "loss", skip=("action_loss", "o2m_repeats"))
+        if self.action_loss not in ("bce", "focal"):
+            raise ConfigError(f"loss.action_loss must be bce or focal, got {self.action_loss!r}")
+        if self.o2m_repeats < 1:
+            raise ConfigError(f"loss.o2m_repeats must be >= 1, got {self.o2m_repeats}")
 
 
 @dataclass
@@ -154,10 +203,19 @@ class OptimConfig:
     head_lr_mult: float = _f(1.0, "learning-rate multiplier of the projection and heads")
     layer_decay: float = _f(1.0, "layer-wise learning-rate decay of the backbone (1.0 = off)")
     weight_decay: float = _f(0.05, "AdamW weight decay (not on norms, biases, rel-pos tables)")
-    betas: list = _f([0.9, 0.999], "AdamW betas")
     warmup_epochs: float = _f(1.0, "linear warm-up length in epochs")
     min_lr_ratio: float = _f(0.01, "final learning rate as a fraction of the peak")
     clip_grad: float = _f(1.0, "max gradient norm (0 = off)")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when a value is out of range."""
+        _non_negative(self, "optim")
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"optim.layer_decay must be in (0, 1] (1 = off), got {self.layer_decay}")
+        if self.min_lr_ratio > 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass
@@ -227,17 +285,128 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    twostage: PersonBoxConfig = field(default_factory=PersonBoxConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Every section's checks: a bad value fails before anything is built, naming its key."""
+        for section in dataclasses.fields(self):
+            getattr(self, section.name).validate()
+
+
+def _non_negative(section: Any, name: str, skip: tuple[str, ...] = ()) -> None:
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.name not in skip and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{name}.{f.name} must be >= 0, got {value}")
 
 
 class ConfigError(ValueError):
     """A configuration key or value that does not fit the dataclasses."""
 
 
+MOVED_KEYS: dict[str, str] = {
+    "data.train_csv": "data.ava.train_csv",
+    "data.val_csv": "data.ava.val_csv",
+    "data.label_map": "data.ava.label_map",
+    "data.exclusions": "data.ava.exclusions",
+    "data.time_offset": "data.ava.time_offset",
+    "data.annotations": "data.act.annotations",
+    "data.frames_dir": "data.act.frames_dir",
+    "data.videos_dir": "data.act.videos_dir",
+    "data.video_ext": "data.act.video_ext",
+    "data.split_index": "data.act.split_index",
+    "data.eval_all_frames": "data.act.eval_all_frames",
+    "data.person_boxes_train": "twostage.train_boxes",
+    "data.person_boxes_val": "twostage.val_boxes",
+    "data.person_box_threshold": "twostage.box_threshold",
+    "data.person_box_jitter": "twostage.box_jitter",
+}
+"""Keys that moved, old -> new. The old names are read for one release, with a warning naming the
+new key (a checkpoint's stored run config is read without one)."""
+
+
+REMOVED_KEYS: dict[str, tuple[Any, str]] = {
+    "data.first_second": (902, "AVA's key frames are seconds 902-1798 (bmvit.data.ava.AVA_VALID_SECONDS)"),
+    "data.last_second": (1798, "AVA's key frames are seconds 902-1798 (bmvit.data.ava.AVA_VALID_SECONDS)"),
+    "optim.betas": ([0.9, 0.999], "AdamW runs with betas (0.9, 0.999)"),
+}
+"""Keys that are gone, with the only value they may still hold for one release and why."""
+
+LEGACY_NONE: dict[str, Any] = {
+    "model.num_classes": 0,
+    "model.input_size": [],
+    "model.drop_path_rate": -1.0,
+    "model.backbone_weights": "",
+    "model.weights_format": "",
+    "model.init_weights": "",
+    "model.box_reference": "",
+    "model.box_local_range": 0.0,
+    "data.act.annotations": "",
+    "data.act.frames_dir": "",
+    "data.ava.exclusions": "",
+}
+"""Values that meant "not set" before these fields took null; read as null. An empty ``key=`` on the
+command line is null too, for every field that takes null."""
+
+
+def _move_old_keys(data: dict[str, Any], where: str, warn: bool, stacklevel: int = 4) -> dict[str, Any]:
+    """``data`` (nested sections) with the keys of ``MOVED_KEYS`` under their new names, the keys of
+    ``REMOVED_KEYS`` dropped when they hold their only value, and ``LEGACY_NONE`` values as None."""
+    data = copy.deepcopy(data)
+    for old, (only, why) in REMOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            value = data[section].pop(key)
+            if value != only and not (isinstance(value, (list, tuple)) and list(value) == only):
+                raise ConfigError(f"{where}: config key {old!r} is gone ({why}); it cannot be {value!r}")
+            if warn:
+                warnings.warn(f"{where}: config key {old!r} is gone ({why}); remove it", FutureWarning,
+                              stacklevel=stacklevel)
+    for old, new in MOVED_KEYS.items():
+        *old_sections, old_key = old.split(".")
+        parent = data
+        for name in old_sections:
+            parent = parent.get(name) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or old_key not in parent:
+            continue
+        value = parent.pop(old_key)
+        *new_sections, new_key = new.split(".")
+        target = data
+        for name in new_sections:
+            target = target.setdefault(name, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{where}: config key {'.'.join(new_sections)!r} is a section; give a mapping")
+        if new_key in target:
+            raise ConfigError(f"{where}: both {old!r} and its new name {new!r} are set; keep {new!r}")
+        target[new_key] = value
+        if warn:
+            warnings.warn(f"{where}: config key {old!r} is now {new!r}; the old name will stop working in the "
+                          "next release", FutureWarning, stacklevel=stacklevel)
+    for dotted, old_value in LEGACY_NONE.items():
+        *sections, key = dotted.split(".")
+        parent = data
+        for name in sections:
+            parent = parent.get(name) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and key in parent and not isinstance(parent[key], bool) \
+                and parent[key] == old_value:
+            parent[key] = None
+    return data
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a field's type, converting only where it is lossless (int -> float)."""
+    """Check ``value`` against a field's type, converting only where it is lossless (int -> float).
+
+    A field typed ``X | None`` also takes None, which an empty ``key=`` on the command line gives."""
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        if value is None or value == "":
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    elif value is None:
+        raise ConfigError(f"config key {key!r} cannot be null")
     target = annotation if isinstance(annotation, type) else typing.get_origin(annotation) or annotation
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -328,6 +497,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
         try:
+            data = _move_old_keys(data, str(path), warn=True, stacklevel=3)
             _apply(config, _fix_yaml_floats(data, config), "")
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
@@ -337,7 +507,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Apply dotted ``key=value`` overrides in place (and return the config)."""
     if overrides:
-        _apply(config, _fix_yaml_floats(_dotted_to_nested(overrides), config), "")
+        nested = _move_old_keys(_dotted_to_nested(overrides), "override", warn=True)
+        _apply(config, _fix_yaml_floats(nested, config), "")
     return config
 
 
@@ -351,7 +522,7 @@ def _fix_yaml_floats(data: dict[str, Any], section: Any) -> dict[str, Any]:
         current = getattr(section, key, None)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):
             fixed[key] = _fix_yaml_floats(value, current)
-        elif hints.get(key) is float:
+        elif float in (hints.get(key), *typing.get_args(hints.get(key))):
             fixed[key] = _float_from_yaml_string(value)
         else:
             fixed[key] = value
@@ -361,7 +532,7 @@ def _fix_yaml_floats(data: dict[str, Any], section: Any) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from ``Config.to_dict()`` output (e.g. read back from a checkpoint)."""
     config = Config()
-    _apply(config, data, "")
+    _apply(config, _move_old_keys(data, "stored config", warn=False), "")
     return config
 
 
@@ -372,17 +543,25 @@ def save_config(config: Config, path: str | Path) -> None:
 def describe_config(config: Config) -> str:
     """The resolved config as YAML-like text, each field followed by its meaning."""
     lines: list[str] = []
-    for section_field in dataclasses.fields(config):
-        section = getattr(config, section_field.name)
-        lines.append(f"{section_field.name}:  # {type(section).__doc__.strip().splitlines()[0]}")
-        for f in dataclasses.fields(section):
-            value = yaml.safe_dump(getattr(section, f.name), default_flow_style=True).strip()
-            value = value.removesuffix("\n...").removesuffix("...").strip()
-            lines.append(f"  {f.name}: {value}  # {f.metadata.get('help', '')}")
+    _describe(config, "", lines)
     return "\n".join(lines)
 
 
+def _describe(section: Any, indent: str, lines: list[str]) -> None:
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{f.name}:  # {type(value).__doc__.strip().splitlines()[0]}")
+            _describe(value, indent + "  ", lines)
+            continue
+        text = yaml.safe_dump(value, default_flow_style=True).strip()
+        text = text.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"{indent}{f.name}: {text}  # {f.metadata.get('help', '')}")
+
+
 __all__ = [
+    "ACTFilesConfig",
+    "AVAFilesConfig",
     "Config",
     "ConfigError",
     "apply_overrides",
@@ -392,6 +571,7 @@ __all__ = [
     "MatcherConfig",
     "ModelConfig",
     "OptimConfig",
+    "PersonBoxConfig",
     "TrainConfig",
     "config_from_dict",
     "describe_config",

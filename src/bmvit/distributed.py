@@ -107,6 +107,14 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     return moved.to(out.device)
 
 
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean over processes of ``value`` (a copy on ``value``'s device; ``value``'s copy when alone).
+
+    What DDP's gradient averaging asks of a loss normaliser: each rank divides by the same global count.
+    """
+    return all_reduce_sum(value) / get_world_size()
+
+
 def reduce_dict(values: dict[str, Any], average: bool = True) -> dict[str, float]:
     """Average (or sum) scalars over processes; every rank gets the result as Python floats.
 
@@ -118,10 +126,7 @@ def reduce_dict(values: dict[str, Any], average: bool = True) -> dict[str, float
     keys = sorted(values)
     device = comm_device()
     stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float64).to(device).reshape(()) for k in keys])
-    if is_dist():
-        dist.all_reduce(stacked)
-        if average:
-            stacked /= get_world_size()
+    stacked = mean_over_processes(stacked) if average else all_reduce_sum(stacked)
     return dict(zip(keys, stacked.tolist()))
 
 

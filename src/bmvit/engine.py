@@ -1,9 +1,9 @@
 """Training and evaluation loops.
 
 The shape follows torchvision's ``references/detection/engine.py``: ``train_one_epoch`` runs one
-pass over the training loader and returns averaged logs; ``predict_rows`` runs the model over an
-evaluation loader and returns AVA detection rows, gathered on rank 0. Building things and the
-epoch loop live in ``bmvit.trainer``.
+pass over the training loader and returns averaged logs; ``evaluate`` runs the model over an
+evaluation loader (``predict_rows``: AVA detection rows, gathered on rank 0) and scores them.
+Building things and the epoch loop live in ``bmvit.build`` and ``bmvit.trainer``.
 
 The step never waits for the device. Loaders hand over ``uint8`` clips, which are copied
 asynchronously and normalised on the device (``transforms.normalize_clips``); losses, gradient norms
@@ -15,11 +15,13 @@ the deadline, stop on a non-finite loss, stop on too many bad clips, or write a 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,9 @@ from torch import nn
 from tqdm import tqdm
 
 from bmvit import distributed as dist_utils
-from bmvit.config import ConfigError
+from bmvit.build import ClassInfo, family_of, resolve_data_paths
+from bmvit.config import ConfigError, DataConfig, EvalConfig
+from bmvit.data.ava import write_ava_csv
 from bmvit.data.transforms import normalize_clips
 from bmvit.postprocess import outputs_to_host
 
@@ -107,11 +111,8 @@ def prepare_batch(clips: torch.Tensor, targets: list[dict[str, Any]], ctx: StepC
 
 
 def run_model(model: nn.Module, clips: torch.Tensor, targets: list[dict[str, Any]]) -> dict[str, Any]:
-    """The forward pass: BMViT sees the clips; a two-stage model (``kind == "twostage"``) also each
-    clip's person boxes (``proposals_xyxy``, from ``bmvit.data.person_boxes.PersonBoxDataset``)."""
-    if getattr(getattr(model, "module", model), "kind", None) == "twostage":
-        return model(clips, [t["proposals_xyxy"].to(clips.device, non_blocking=True) for t in targets])
-    return model(clips)
+    """The forward pass, with the inputs the model's family takes (BMViT: the clips alone)."""
+    return model(*family_of(model).inputs(clips, targets))
 
 
 def step_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
@@ -316,9 +317,56 @@ def _rows_for_keyframe(result, target, class_ids_arr, keep, max_rows) -> list[tu
     ]
 
 
-def write_ava_csv(path, rows: list[tuple]) -> None:
-    """Write AVA detection rows: ``video_id,timestamp(4 digits),x1,y1,x2,y2,action_id,score``."""
-    from bmvit.checkpoint import atomic_write_bytes
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    classes: ClassInfo,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    out_dir: Path,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    tag: str = "val",
+) -> dict[str, Any]:
+    """Score the val split: writes ``detections_{tag}.csv``, ``per_class_ap_{tag}.json`` and its plot
+    to ``out_dir`` and returns the result dict on rank 0 (``{}`` on the others).
 
-    lines = [f"{v},{s:04d},{x1:.4f},{y1:.4f},{x2:.4f},{y2:.4f},{a},{sc:.6f}" for v, s, x1, y1, x2, y2, a, sc in rows]
-    atomic_write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
+    ``loader``: ``bmvit.build.create_eval_loader``'s, this rank's share of the key frames. AVA is
+    scored by the official protocol's frame-mAP (``eval.protocol``), UCF101-24 / JHMDB-21 by ACT's
+    frame-mAP and video-mAP.
+    """
+    from bmvit.evaluation.frame_map import evaluate_ava_files
+    from bmvit.evaluation.plot import plot_per_class_ap
+    from bmvit.evaluation.ucf_jhmdb import evaluate_act_detections
+
+    ctx = StepContext(device=device, amp_dtype=amp_dtype, mean=tuple(data_cfg.mean), std=tuple(data_cfg.std))
+    rows = predict_rows(
+        model,
+        family_of(model).postprocess(eval_cfg),
+        loader,
+        classes.class_ids,
+        set(classes.label_map),
+        ctx,
+        max_rows_per_keyframe=eval_cfg.max_rows_per_keyframe,
+    )
+    bad = int(dist_utils.all_reduce_sum(torch.tensor(ctx.bad_clips_seen)).item())
+    result: dict[str, Any] = {}
+    if dist_utils.is_main_process():
+        if bad:
+            log.warning("%d val key frame(s) could not be read and have no detections (see the warnings above)", bad)
+        paths = resolve_data_paths(data_cfg)
+        det_path = out_dir / f"detections_{tag}.csv"
+        write_ava_csv(det_path, sorted(rows, key=lambda r: (r[0], r[1], -r[7])))
+        if data_cfg.format == "ava":
+            res = evaluate_ava_files(
+                paths["val_csv"], det_path, paths["label_map"], paths["exclusions"], protocol=eval_cfg.protocol
+            )
+            result = res.to_json()
+        else:
+            result = evaluate_act_detections(loader.dataset, det_path, classes.label_map, str(paths["annotations"]))
+        if bad:
+            result["unreadable_keyframes"] = bad
+        (out_dir / f"per_class_ap_{tag}.json").write_text(json.dumps(result, indent=1))
+        plot_per_class_ap(result, out_dir / f"per_class_ap_{tag}.png")
+    dist_utils.barrier()
+    return result

@@ -30,17 +30,17 @@ repeated ``o2m_repeats`` times; the box and action losses of those tokens are ad
 ``loss_bbox_o2m``, ``loss_giou_o2m``, ``loss_action_o2m`` (weights ``o2m_weight`` times the
 one-to-one ones, divided by ``num_boxes * o2m_repeats``). The actor loss stays one-to-one, so only
 one token per actor is trained to fire and inference stays NMS-free; the extra tokens only learn to
-predict the box and actions of the actor next to them (docs/training_notes.md, section 8).
+predict the box and actions of the actor next to them (docs/demo.md#what-was-tried-and-dropped).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bmvit.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from bmvit.distributed import get_world_size, mean_over_processes
 from bmvit.matcher import HungarianMatcher, MatchIndices
 
 ACTION_LOSSES: tuple[str, ...] = ("bce", "focal")
@@ -187,7 +187,7 @@ class SetCriterion(nn.Module):
         weights = self.actor_class_weight.to(per_token.device)[target_classes]
         # The weighted mean over the tokens of the *global* batch: each process divides by the
         # all-reduced weight sum over the world size, since DDP then averages the gradients.
-        return (weights * per_token).sum() / _global_mean(weights.sum().detach())
+        return (weights * per_token).sum() / mean_over_processes(weights.sum().detach())
 
     def _box_losses(self, src_boxes: Tensor, tgt_boxes: Tensor, num_boxes: float) -> dict[str, Tensor]:
         # Empty matchings still go through these ops, so every head stays in the autograd graph
@@ -207,8 +207,7 @@ class SetCriterion(nn.Module):
 
     @staticmethod
     def _num_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
-        count = sum(int(_actor_rows(t["labels"]).numel()) for t in targets)
-        return max(float(_global_mean(torch.tensor(float(count), device=device))), 1.0 / _world_size())
+        return boxes_per_process(sum(int(_actor_rows(t["labels"]).numel()) for t in targets), device)
 
     def _check(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> None:
         if "pred_actions" not in outputs:
@@ -244,14 +243,8 @@ def _matched(targets: list[dict[str, Tensor]], indices: MatchIndices, key: str) 
     return torch.cat([t[key][tgt_idx.to(t[key].device)] for t, (_, tgt_idx) in zip(targets, indices)])
 
 
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _global_mean(value: Tensor) -> Tensor:
-    """Sum of ``value`` over all processes divided by their number (``value`` itself when alone)."""
-    if _world_size() == 1:
-        return value
-    value = value.clone()
-    dist.all_reduce(value)
-    return value / _world_size()
+def boxes_per_process(count: int, device: torch.device) -> float:
+    """The normaliser of the box losses: this process's ``count`` averaged over processes (DDP then
+    averages the gradients, so the loss is a mean over the boxes of the global batch), at least one
+    box in the whole batch so that a batch without actors divides by something."""
+    return max(float(mean_over_processes(torch.tensor(float(count), device=device))), 1.0 / get_world_size())

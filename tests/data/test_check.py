@@ -311,7 +311,7 @@ def test_80_class_label_map_as_evaluation_map(tmp_path, capsys):
 
 
 def test_label_map_kinds():
-    from bmvit.evaluation.bench import AVA_V22_CLASS_IDS
+    from bmvit.data.ava import AVA_V22_CLASS_IDS
 
     assert describe_label_map({i: str(i) for i in AVA_V22_CLASS_IDS})[1] == "label_map_ava60"
     assert describe_label_map({i: str(i) for i in range(1, 81)})[1] == "label_map_ava80"

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from bmvit.data.ava import KeyFrame
 from bmvit.data.dataset import AVADataset, KeyFrameDataset, VideoRef, collate_fn
-from bmvit.data.transforms import build_transforms
+from bmvit.data.transforms import create_transforms
 from bmvit.data.video import clip_indices
 
 H, W, FPS, SECONDS = 48, 64, 30, 4
@@ -111,7 +111,7 @@ def test_clip_is_sampled_like_pyslowfast(ava_root):
     assert clip_indices(120, T, STRIDE, 120).tolist() == [116, 118, 119, 119]
     np.testing.assert_array_equal(ds.read_clip(1), np.stack([frames[i] for i in (116, 118, 119, 119)]))
     clip, _ = ds[0]
-    expected, _ = build_transforms(False, 32)(np.stack([frames[i] for i in (56, 58, 60, 62)]), {})
+    expected, _ = create_transforms(False, 32)(np.stack([frames[i] for i in (56, 58, 60, 62)]), {})
     torch.testing.assert_close(clip, expected)
 
 
@@ -247,9 +247,9 @@ def test_keyframe_dataset_checks_labels(ava_root):
     k = KeyFrame("vidA", 902, np.array([[0.1, 0.1, 0.2, 0.2]]), ((1,),), np.array([0]), labels=None)
     refs = {"vidA": VideoRef("video", str(ava_root / "videos" / "vidA.mkv"))}
     with pytest.raises(ValueError, match=r"key frame vidA,902: labels must be \[P, C\] = \[1, 2\]"):
-        KeyFrameDataset([k], refs, [1, 2], transform=build_transforms(False, 32))
+        KeyFrameDataset([k], refs, [1, 2], transform=create_transforms(False, 32))
     with pytest.raises(ValueError, match=r"no video given for 1 video id\(s\).*vidA"):
-        KeyFrameDataset([k], {}, [1], transform=build_transforms(False, 32))
+        KeyFrameDataset([k], {}, [1], transform=create_transforms(False, 32))
 
 
 def test_frame_index_records(ava_root):
@@ -264,7 +264,7 @@ def test_frame_index_records(ava_root):
         frame_index=10,
     )
     refs = {"vidB": VideoRef("video", str(ava_root / "videos" / "vidB.mkv"))}
-    ds = KeyFrameDataset([k], refs, [1], num_frames=T, stride=STRIDE, transform=build_transforms(False, 32))
+    ds = KeyFrameDataset([k], refs, [1], num_frames=T, stride=STRIDE, transform=create_transforms(False, 32))
     frames = frames_of(1)
     np.testing.assert_array_equal(ds.read_clip(0), np.stack([frames[i] for i in (6, 8, 10, 12)]))
 

@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from bmvit import distributed as dist_utils
 from bmvit import engine, trainer
+from bmvit.data import loader
 from bmvit.checkpoint import load_tensors
 from bmvit.config import ConfigError, load_config
 from bmvit.data.synthetic import write_synthetic_dataset
@@ -103,12 +104,12 @@ def test_an_unreadable_item_is_replaced_by_the_next_and_reported():
                 raise FileNotFoundError("video v: frame 7 is missing: v/v_000008.jpg")
             return torch.full((1,), index), {"video_id": "v", "timestamp": index}
 
-    items = trainer.SeededItems(Flaky(), seed=0)
+    items = loader.SeededItems(Flaky(), seed=0)
     clip, target = items[(0, 1)]
     assert int(clip) == 2 and "v_000008.jpg" in target["bad_clips"][0]
     assert "bad_clips" not in items[(0, 2)][1]
 
-    blank = trainer.EvalItems(Flaky(), (3, 2, 4, 4))
+    blank = loader.EvalItems(Flaky(), (3, 2, 4, 4))
     blank.dataset.keyframes = [type("K", (), {"video_id": "v", "timestamp": t})() for t in range(4)]
     blank.dataset.class_ids = [1, 2]
     clip, target = blank[1]
@@ -122,7 +123,7 @@ def test_each_rank_and_step_gets_its_own_random_stream():
 
 
 def test_the_train_sampler_carries_the_epoch_to_persistent_workers():
-    sampler = trainer.ShardSampler(10, rank=0, world=2, shuffle=True, seed=1, batch_size=2)
+    sampler = loader.ShardSampler(10, rank=0, world=2, shuffle=True, seed=1, batch_size=2)
     sampler.set_epoch(3)
     first = list(sampler)
     assert {e for e, _ in first} == {3} and len(first) == 4
@@ -181,8 +182,8 @@ def test_bad_gpu_settings_fail_in_one_line_before_any_data_is_read(tmp_path, tin
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
     with pytest.raises(ConfigError, match="Tesla V100 does not support bfloat16; use train.amp=off"):
-        trainer.amp_dtype_for("bf16", torch.device("cuda", 0))
-    assert trainer.amp_dtype_for("auto", torch.device("cuda", 0)) is None
+        engine.amp_dtype_for("bf16", torch.device("cuda", 0))
+    assert engine.amp_dtype_for("auto", torch.device("cuda", 0)) is None
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -198,18 +199,18 @@ def test_a_small_dev_shm_is_an_error_at_start_with_the_numbers(tmp_path, monkeyp
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(64 * 2**20, 0, 64 * 2**20))
-    trainer.check_shared_memory(0, 8, (3, 16, 256, 256), shm=str(tmp_path))  # no workers: nothing to check
+    loader.check_shared_memory(0, 8, (3, 16, 256, 256), shm=str(tmp_path))  # no workers: nothing to check
     with pytest.raises(RuntimeError, match=r"has 64 MiB free.*need about 192 MiB.*--shm-size"):
-        trainer.check_shared_memory(2, 8, (3, 16, 256, 256), shm=str(tmp_path))
+        loader.check_shared_memory(2, 8, (3, 16, 256, 256), shm=str(tmp_path))
 
 
 def test_default_workers_share_this_nodes_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    assert trainer.default_num_workers(-1) == 2
-    assert trainer.default_num_workers(5) == 5
+    assert loader.default_num_workers(-1) == 2
+    assert loader.default_num_workers(5) == 5
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
-    assert trainer.default_num_workers(-1) == 1
+    assert loader.default_num_workers(-1) == 1
 
 
 def test_a_global_batch_is_shared_by_the_processes_or_refused_in_one_line(tmp_path, tiny_overrides):

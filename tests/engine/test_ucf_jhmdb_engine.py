@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from bmvit import trainer
-from bmvit.build import create_dataset, data_label_map, resolve_data_paths
+from bmvit.build import create_dataset, create_eval_loader, data_label_map, read_class_info, resolve_data_paths
 from bmvit.cli import main as cli_main
 from bmvit.config import ConfigError, load_config
-from bmvit.engine import write_ava_csv
+from bmvit.data.ava import write_ava_csv
+from bmvit.engine import evaluate
+from bmvit.evaluation.ucf_jhmdb import evaluate_act_detections
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -71,7 +73,7 @@ def _overrides(root: Path, out_dir: Path, fmt: str = "ucf101_24", **extra: objec
     values = {
         "data.format": fmt,
         "data.root": root,
-        "data.annotations": "gt.json",
+        "data.act.annotations": "gt.json",
         "data.source": "frames",
         "data.sampling_stride": 2,
         "data.num_workers": 0,
@@ -114,8 +116,8 @@ def test_shipped_act_configs_validate(name):
     "override, message",
     [
         (["data.format=ucf24"], "data.format must be one of ava | ucf101_24 | jhmdb_21, got 'ucf24'"),
-        (["data.format=jhmdb_21", "data.split_index=4"], "data.split_index must be 1..3 for jhmdb_21, got 4"),
-        (["data.format=ucf101_24", "data.split_index=2"], "data.split_index must be 1..1 for ucf101_24, got 2"),
+        (["data.format=jhmdb_21", "data.act.split_index=4"], "data.act.split_index must be 1..3 for jhmdb_21, got 4"),
+        (["data.format=ucf101_24", "data.act.split_index=2"], "data.act.split_index must be 1..1 for ucf101_24, got 2"),
         (["data.source=jpg"], "data.source must be video or frames, got 'jpg'"),
     ],
 )
@@ -128,7 +130,7 @@ def test_bad_data_values_are_named(override, message, tmp_path):
 def test_missing_annotations_name_the_expected_file(tmp_path):
     config = load_config(None, ["data.format=jhmdb_21", f"data.root={tmp_path}"])
     with pytest.raises(FileNotFoundError, match=r"JHMDB-GT\.pkl does not exist .*data.format=jhmdb_21"):
-        trainer.read_class_info(config.data)
+        read_class_info(config.data)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -137,7 +139,7 @@ def test_missing_annotations_name_the_expected_file(tmp_path):
 
 def test_classes_and_splits_come_from_the_ground_truth(ucf_root, tmp_path):
     config = _config(ucf_root, tmp_path)
-    classes = trainer.read_class_info(config.data)
+    classes = read_class_info(config.data)
     assert classes.class_ids == [1, 2] and classes.label_map == {1: "Fencing", 2: "Diving"}
     assert data_label_map(config.data) == classes.label_map
     train = create_dataset(config.data, "train", classes.class_ids, (4, 64, 64), train=True)
@@ -149,13 +151,43 @@ def test_classes_and_splits_come_from_the_ground_truth(ucf_root, tmp_path):
     assert clip.shape == (3, 4, 64, 64) and target["timestamp"] == 5
     np.testing.assert_allclose(target["boxes"], [[22 / 112, 22 / 48, 16 / 112, 24 / 48]], atol=1e-6)
     assert target["labels"].tolist() == [[1.0, 0.0]]
-    only_annotated = _config(ucf_root, tmp_path, **{"data.eval_all_frames": "false"})
+    only_annotated = _config(ucf_root, tmp_path, **{"data.act.eval_all_frames": "false"})
     assert len(create_dataset(only_annotated.data, "val", [1, 2], (4, 64, 64), train=False)) == 35
+
+
+def test_video_files_give_the_frames_clips(ucf_root, tmp_path):
+    """data.source=video: each video of the ACT split read from <videos_dir>/<video><video_ext>, the
+    same key frames and, up to the codec's loss, the same clips as the frame folders."""
+    import av
+
+    videos = tmp_path / "clips"
+    videos.mkdir()
+    for video in TUBES:
+        with av.open(str(videos / f"{video}.mkv"), "w") as container:
+            stream = container.add_stream("ffv1", rate=25)  # lossless: the frames come back exactly
+            stream.width, stream.height, stream.pix_fmt = W, H, "yuv444p"
+            for f in range(1, NFRAMES + 1):
+                rgb = np.asarray(Image.open(ucf_root / "rgb-images" / video / f"{f:05d}.jpg").convert("RGB"))
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            container.mux(stream.encode())
+    (tmp_path / "gt.json").write_text((ucf_root / "gt.json").read_text())
+    from_video = _config(tmp_path, tmp_path / "run", **{"data.source": "video", "data.act.videos_dir": "clips",
+                                                        "data.act.video_ext": ".mkv"})
+    from_frames = _config(ucf_root, tmp_path / "run")
+    val_video = create_dataset(from_video.data, "val", [1, 2], (4, 64, 64), train=False, output="uint8")
+    val_frames = create_dataset(from_frames.data, "val", [1, 2], (4, 64, 64), train=False, output="uint8")
+    assert [k.timestamp for k in val_video.keyframes] == [k.timestamp for k in val_frames.keyframes]
+    (clip_v, target_v), (clip_f, target_f) = val_video[4], val_frames[4]
+    assert target_v["timestamp"] == target_f["timestamp"] == 5
+    np.testing.assert_allclose(target_v["boxes"], target_f["boxes"])
+    assert (clip_v.int() - clip_f.int()).abs().float().mean() < 3.0  # yuv444 round trip of the same pixels
+    with pytest.raises(FileNotFoundError, match="data.act.videos_dir"):
+        resolve_data_paths(_config(tmp_path, tmp_path / "run", **{"data.source": "video"}).data)
 
 
 def test_jhmdb_png_frames_and_split_index(tmp_path):
     _write_act_dataset(tmp_path, "Frames", "png", num_splits=3)
-    config = load_config(None, _overrides(tmp_path, tmp_path / "run", fmt="jhmdb_21", **{"data.split_index": 3}))
+    config = load_config(None, _overrides(tmp_path, tmp_path / "run", fmt="jhmdb_21", **{"data.act.split_index": 3}))
     val = create_dataset(config.data, "val", [1, 2], (4, 32, 32), train=False)
     clip, target = val[2]  # frame 3: the first box of te1
     assert clip.shape == (3, 4, 32, 32) and target["timestamp"] == 3 and target["labels"].tolist() == [[1.0, 0.0]]
@@ -190,10 +222,11 @@ class OracleDetector(nn.Module):
 
 def test_perfect_detections_through_the_engine_score_one(ucf_root, tmp_path):
     config = _config(ucf_root, tmp_path, **{"eval.batch_size": 5})
-    classes = trainer.read_class_info(config.data)
+    classes = read_class_info(config.data)
     val = create_dataset(config.data, "val", classes.class_ids, (4, 64, 64), train=False)
     oracle = OracleDetector(val.keyframes, 2, (4, 64, 64))
-    result = trainer.evaluate_model(oracle, classes, config.data, config.eval, tmp_path, torch.device("cpu"))
+    result = evaluate(oracle, create_eval_loader(config, oracle, classes), classes, config.data, config.eval, tmp_path,
+                      torch.device("cpu"))
     assert oracle.seen == NFRAMES
     assert result["protocol"] == "act" and result["mAP"] == pytest.approx(1.0, abs=1e-6)
     assert result["video_mAP@0.2"] == pytest.approx(1.0) and result["video_mAP@0.5"] == pytest.approx(1.0)
@@ -214,7 +247,7 @@ def test_hand_computed_frame_ap_with_a_false_positive(ucf_root, tmp_path):
     rows += [("te1", f, *(np.array(_box(f)) / [W, H, W, H]), 2, 0.8) for f in range(22, 39)]
     rows.append(("te1", 1, 0.1, 0.1, 0.5, 0.5, 2, 0.9))  # frame 1 has no box: a false positive
     write_ava_csv(tmp_path / "det.csv", rows)
-    result = trainer.evaluate_act_detections(val, tmp_path / "det.csv", {1: "Fencing", 2: "Diving"})
+    result = evaluate_act_detections(val, tmp_path / "det.csv", {1: "Fencing", 2: "Diving"})
     ap2 = sum((k / (k + 1) + (k - 1) / k) / 2 for k in range(1, 18)) / 17  # 0.8255
     assert [c["ap"] for c in result["per_class"]] == pytest.approx([1.0, ap2], abs=1e-6)
     assert result["mAP"] == pytest.approx((1.0 + ap2) / 2, abs=1e-6)

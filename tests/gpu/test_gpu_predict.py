@@ -39,7 +39,8 @@ def write_random_model_file(path: Path) -> Path:
     from bmvit.checkpoint import save_model
     from bmvit.config import Config
     from bmvit.data.synthetic import CLASSES
-    from bmvit.trainer import ClassInfo, model_metadata
+    from bmvit.build import ClassInfo
+    from bmvit.trainer import model_metadata
 
     torch.manual_seed(0)
     input_size = (8, 64, 64)

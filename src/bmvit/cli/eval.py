@@ -21,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
 
     from bmvit.checkpoint import load_model
     from bmvit.config import ConfigError, apply_overrides, config_from_dict, load_config
-    from bmvit.trainer import ClassInfo, evaluate_model, select_device
+    from bmvit.build import ClassInfo, create_eval_loader
+    from bmvit.engine import evaluate
+    from bmvit.trainer import select_device
 
     try:
         device = select_device(args.device)
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         _check_label_map(config, classes)
         out_dir = Path(args.out) if args.out else Path(args.weights).resolve().parent / "eval"
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = evaluate_model(model, classes, config.data, config.eval, out_dir, device)
+        loader = create_eval_loader(config, model, classes, device)
+        result = evaluate(model, loader, classes, config.data, config.eval, out_dir, device)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"bmvit eval: error: {err}", file=sys.stderr)
         return 2

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 def _person_boxes(args: argparse.Namespace) -> int:
     import sys
 
-    from bmvit.data.person_boxes import write_synthetic_person_boxes
+    from bmvit.baselines.twostage.person_boxes import write_synthetic_person_boxes
 
     try:
         summary = write_synthetic_person_boxes(args.out, args.seed, out_dir=args.person_boxes or None)

@@ -36,6 +36,13 @@ PathLike = str | os.PathLike
 AVA_VALID_SECONDS = (902, 1798)
 """AVA's annotated key-frame seconds, inclusive (PySlowFast's ``AVA_VALID_FRAMES = range(902, 1799)``)."""
 
+AVA_V22_CLASS_IDS = (
+    1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 20, 22, 24, 26, 27, 28, 29, 30, 34, 36, 37, 38, 41, 43,
+    45, 46, 47, 48, 49, 51, 52, 54, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 72, 73, 74, 76,
+    77, 78, 79, 80,
+)
+"""The 60 evaluated AVA v2.2 action ids (``ava_action_list_v2.2_for_activitynet_2019.pbtxt``)."""
+
 _MAX_LOGGED_SKIPS = 10  # per file: beyond this, skipped rows are logged at DEBUG and only counted
 
 
@@ -824,7 +831,15 @@ def image_key(video_id: str, timestamp: int) -> str:
     return f"{video_id},{int(timestamp):04d}"
 
 
+def write_ava_csv(path: str | os.PathLike, rows: list[tuple]) -> None:
+    """Write AVA detection rows: ``video_id,timestamp(4 digits),x1,y1,x2,y2,action_id,score``."""
+    from bmvit.checkpoint import atomic_write_bytes
+
+    lines = [f"{v},{s:04d},{x1:.4f},{y1:.4f},{x2:.4f},{y2:.4f},{a},{sc:.6f}" for v, s, x1, y1, x2, y2, a, sc in rows]
+    atomic_write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
+
 __all__ = [
+    "AVA_V22_CLASS_IDS",
     "AVA_VALID_SECONDS",
     "BoxRows",
     "FrameList",
@@ -837,4 +852,5 @@ __all__ = [
     "read_exclusions",
     "read_frame_lists",
     "read_label_map",
+    "write_ava_csv",
 ]

@@ -273,10 +273,10 @@ class AvaLayout:
         """The files a run with this ``DataConfig`` reads."""
         return cls.from_root(
             data.root,
-            train_csv=data.train_csv,
-            val_csv=data.val_csv,
-            label_map=data.label_map,
-            exclusions=data.exclusions or None,
+            train_csv=data.ava.train_csv,
+            val_csv=data.ava.val_csv,
+            label_map=data.ava.label_map,
+            exclusions=data.ava.exclusions or None,
         )
 
     def csv(self, split: str) -> str:
@@ -358,8 +358,8 @@ def quick_check(data: DataConfig) -> list[str]:
     options = CheckOptions(
         stride=data.sampling_stride,
         fps=data.fps,
-        time_offset=data.time_offset,
-        valid_seconds=(data.first_second, data.last_second),
+        time_offset=data.ava.time_offset,
+        valid_seconds=AVA_VALID_SECONDS,
         source="frames" if data.source == "frames" else "video",
         media=False,
     )
@@ -605,7 +605,7 @@ def _check_action_ids(
 
 
 def _ava_eval_ids() -> frozenset[int]:
-    from bmvit.evaluation.bench import AVA_V22_CLASS_IDS
+    from bmvit.data.ava import AVA_V22_CLASS_IDS
 
     return frozenset(AVA_V22_CLASS_IDS)
 

@@ -43,7 +43,7 @@ from bmvit.data.ava import (
     read_frame_lists,
     read_label_map,
 )
-from bmvit.data.transforms import build_transforms, min_decode_size
+from bmvit.data.transforms import create_transforms, min_decode_size
 from bmvit.data.video import FrameFolderSource, VideoFileSource
 
 logger = logging.getLogger("bmvit.data")
@@ -83,7 +83,7 @@ class KeyFrameDataset(Dataset):
         class_ids: the trained classes, in label-column order.
         num_frames, stride: T frames, ``stride`` frames apart, centred on the key frame (PySlowFast's
             sampling, clamped at the video's ends; see ``video.clip_indices``).
-        transform: ``(clip uint8 [T, H, W, 3], target) -> (clip, target)``, e.g. ``transforms.build_transforms``.
+        transform: ``(clip uint8 [T, H, W, 3], target) -> (clip, target)``, e.g. ``keyframe_transform``.
         time_offset, fps: a record without ``frame_index`` is centred on the frame at
             ``timestamp - time_offset`` seconds of its video, and ``stride`` counts frames of an ``fps``
             timeline (None: the video's own rate). AVA: 900 and 30.
@@ -215,6 +215,39 @@ def collate_fn(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, list[dict]
     return torch.stack(clips), list(targets)
 
 
+def keyframe_transform(
+    class_ids: Sequence[int],
+    input_size: int,
+    train: bool,
+    *,
+    mean: Sequence[float] = AVA_MEAN,
+    std: Sequence[float] = AVA_STD,
+    resize: Literal["square", "letterbox"] = "square",
+    hflip: float = 0.5,
+    scale_jitter: Sequence[float] = (1.0, 1.0),
+    color_jitter: float = 0.0,
+    flip_swap_class_ids: Sequence[tuple[int, int]] = (),
+    output: Literal["float", "uint8"] = "float",
+) -> Callable:
+    """The built-in ``(clip, target)`` transform of a key-frame dataset whose label columns are
+    ``class_ids``: ``transforms.create_transforms`` with the flip's class-id pairs turned into label
+    columns (a pair with a class that is not trained is dropped). Augmentation only when ``train``."""
+    column = {c: i for i, c in enumerate(class_ids)}
+    swaps = [(column[a], column[b]) for a, b in flip_swap_class_ids if a in column and b in column]
+    return create_transforms(
+        train,
+        input_size,
+        mean=tuple(mean),
+        std=tuple(std),
+        resize=resize,
+        hflip=hflip if train else 0.0,
+        scale_jitter=tuple(scale_jitter) if train else (1.0, 1.0),
+        color_jitter=color_jitter if train else 0.0,
+        flip_swap_columns=swaps,
+        output=output,
+    )
+
+
 class AVADataset(KeyFrameDataset):
     """AVA v2.2 (or a dataset in its layout): key frames from the annotation CSV, clips from videos or frames.
 
@@ -299,20 +332,9 @@ class AVADataset(KeyFrameDataset):
         decode_size = None  # a transform of the caller's may need the frames whole
         if transform is None:
             decode_size = min_decode_size(input_size, scale_jitter)
-            column = {c: i for i, c in enumerate(class_ids)}
-            swaps = [(column[a], column[b]) for a, b in flip_swap_class_ids if a in column and b in column]
-            transform = build_transforms(
-                train,
-                input_size,
-                mean=mean,
-                std=std,
-                resize=resize,
-                hflip=hflip,
-                scale_jitter=scale_jitter,
-                color_jitter=color_jitter,
-                flip_swap_columns=swaps,
-                output=output,
-            )
+            transform = keyframe_transform(class_ids, input_size, train, mean=mean, std=std, resize=resize,
+                                           hflip=hflip, scale_jitter=scale_jitter, color_jitter=color_jitter,
+                                           flip_swap_class_ids=flip_swap_class_ids, output=output)
         super().__init__(
             keyframes,
             refs,

@@ -16,10 +16,13 @@ curve starting at (recall 0, precision 1), computed in float32 as ACT does.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
+from bmvit.box_ops import matched_box_iou_numpy
 from bmvit.data.ava import BoxRows
 from bmvit.evaluation.frame_map import ClassAP, FrameMapResult, _class_ids, _dense_class, _keyframe_codes
 
@@ -135,7 +138,8 @@ def _match_remaining(
         cand = start[g][:, None] + np.arange(width)
         inside = np.arange(width) < count[g][:, None]
         cand = np.where(inside, cand, 0)
-        iou = _iou(det_boxes[sel], gt_boxes[gt_order[cand]])
+        # Each detection against its own group's candidates: [n, 1, 4] x [n, width, 4] -> [n, width].
+        iou = matched_box_iou_numpy(det_boxes[sel][:, None, :], gt_boxes[gt_order[cand]])
         iou = np.where(inside & available[cand], iou, -np.inf)
         best = np.argmax(iou, axis=1)
         hit = iou[np.arange(sel.size), best] >= iou_threshold
@@ -144,16 +148,48 @@ def _match_remaining(
     return tp
 
 
-def _iou(det_xyxy: np.ndarray, gt_xyxy: np.ndarray) -> np.ndarray:
-    """[n, 4] x [n, m, 4] -> [n, m] IoU as ACT's ``iou2d`` (overlap / (area_gt + area_det - overlap))."""
-    d = det_xyxy[:, None, :]
-    w = np.maximum(0.0, np.minimum(d[..., 2], gt_xyxy[..., 2]) - np.maximum(d[..., 0], gt_xyxy[..., 0]))
-    h = np.maximum(0.0, np.minimum(d[..., 3], gt_xyxy[..., 3]) - np.maximum(d[..., 1], gt_xyxy[..., 1]))
-    overlap = w * h
-    area_gt = (gt_xyxy[..., 2] - gt_xyxy[..., 0]) * (gt_xyxy[..., 3] - gt_xyxy[..., 1])
-    area_det = (d[..., 2] - d[..., 0]) * (d[..., 3] - d[..., 1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return overlap / (area_gt + area_det - overlap)
+def groundtruth_rows(dataset, path: str = "<dataset>") -> BoxRows:
+    """The ground-truth boxes of a ``KeyFrameDataset`` as evaluation rows: one row per (box, action) of
+    ``dataset.keyframes``, ``timestamps`` = key-frame ``timestamp`` (frame number on UCF101-24 / JHMDB-21),
+    ``extra`` = person (tube) id, ``lines`` = 1-based key-frame index."""
+    video_ids, times, boxes, actions, persons, lines = [], [], [], [], [], []
+    for index, k in enumerate(dataset.keyframes, start=1):
+        for p, action_ids in enumerate(k.action_ids):
+            for action in action_ids:
+                video_ids.append(k.video_id)
+                times.append(int(k.timestamp))
+                boxes.append(np.asarray(k.boxes_xyxy[p], dtype=np.float64))
+                actions.append(int(action))
+                persons.append(float(k.person_ids[p]) if k.person_ids[p] >= 0 else np.nan)
+                lines.append(index)
+    return BoxRows(
+        path=path,
+        video_ids=np.array(video_ids, dtype=str),
+        timestamps=np.array(times, dtype=np.int64),
+        boxes_xyxy=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        action_ids=np.array(actions, dtype=np.int64),
+        extra=np.array(persons, dtype=np.float64),
+        lines=np.array(lines, dtype=np.int64),
+    )
 
 
-__all__ = ["act_average_precision", "evaluate_frame_ap"]
+def evaluate_act_detections(
+    dataset, det_path: str | os.PathLike, label_map: dict[int, str], gt_path: str = "<ground truth>"
+) -> dict[str, Any]:
+    """UCF101-24 / JHMDB-21: frame-mAP@0.5 (ACT's protocol) of a detections CSV against the dataset's ground
+    truth, as the result JSON of docs/design.md#contracts, plus ``video_mAP@0.2`` and ``video_mAP@0.5`` (per-frame detections
+    linked into tubes, ``bmvit.evaluation.video_map``). Detection rows carry the 1-based frame number."""
+    from bmvit.data.ava import read_detections
+    from bmvit.evaluation.video_map import evaluate_video_map, groundtruth_tubes, link_tubes
+
+    groundtruth = groundtruth_rows(dataset, path=gt_path)
+    detections = read_detections(det_path, check_boxes=False)
+    result = evaluate_frame_ap(groundtruth, detections, label_map).to_json()
+    video = evaluate_video_map(groundtruth_tubes(groundtruth), link_tubes(detections), label_map)
+    for threshold, res in video.items():
+        result[f"video_mAP@{threshold:g}"] = float(res.mAP)
+        result[f"video_per_class@{threshold:g}"] = res.to_json()["per_class"]
+    return result
+
+
+__all__ = ["act_average_precision", "evaluate_act_detections", "evaluate_frame_ap", "groundtruth_rows"]

@@ -11,6 +11,7 @@ from torch import nn
 from bmvit.models.backbones import create_backbone, list_backbones, register_backbone
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_DETECTOR_CLASSES: dict[str, type] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -21,7 +22,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def build_detector(
+def create_detector(
     model_cls: type, config_cls: type, backbone_name: str, num_classes: int,
     backbone_weights: str | None, weights_format: str | None, overrides: dict[str, Any],
 ) -> nn.Module:
@@ -67,8 +68,26 @@ def _thaw(value: Any) -> Any:
 
 
 def _ensure_registered() -> None:
-    # Importing the modules runs their @register_model decorators.
-    from bmvit.models import bmvit, twostage  # noqa: F401
+    # Importing the modules runs their @register_model and @register_detector_class decorators.
+    from bmvit.baselines.twostage import model as _twostage  # noqa: F401
+    from bmvit.models import bmvit  # noqa: F401
+
+
+def register_detector_class(cls: type) -> type:
+    """Register a detector class under its name, which model files store as ``model_class``; the class
+    must have a ``config_class`` with ``from_dict``."""
+    if cls.__name__ in _DETECTOR_CLASSES:
+        raise ValueError(f"detector class {cls.__name__!r} is registered twice")
+    _DETECTOR_CLASSES[cls.__name__] = cls
+    return cls
+
+
+def detector_class(name: str) -> type:
+    """The registered detector class called ``name`` (a model file's ``model_class``)."""
+    _ensure_registered()
+    if name not in _DETECTOR_CLASSES:
+        raise ValueError(f"no detector class {name!r} in this version of bmvit; known: {sorted(_DETECTOR_CLASSES)}")
+    return _DETECTOR_CLASSES[name]
 
 
 def list_models() -> list[str]:

@@ -24,8 +24,14 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from bmvit.models import build_detector, detector_config_from_dict, detector_config_to_dict, register_model
-from bmvit.models.backbones import create_backbone
+from bmvit.models import (
+    create_detector,
+    detector_config_from_dict,
+    detector_config_to_dict,
+    register_detector_class,
+    register_model,
+)
+from bmvit.models.backbones import canonical_backbone_name, create_backbone
 from bmvit.models.heads import ACTION_HEADS, BOX_REFERENCES, DetectionHeads, without_autocast
 
 TOKEN_SELECTIONS: tuple[str, ...] = ("central", "temporal_mean", "all")
@@ -36,7 +42,7 @@ class BMViTConfig:
     """Architecture of a BMViT detector (saved in checkpoints; every field is plain JSON data).
 
     Attributes:
-        backbone: a name from ``bmvit.list_backbones()``.
+        backbone: a name from ``bmvit.list_backbones()`` (a former name, ``RENAMED_BACKBONES``, becomes its new one).
         backbone_overrides: fields of the backbone's config to change (e.g. ``drop_path_rate``,
             ``input_size``, ``use_checkpoint``). Values are scalars or tuples of scalars.
         num_classes: number of action classes C the action head predicts (80 on AVA).
@@ -53,7 +59,7 @@ class BMViTConfig:
             attend over all tokens before the MLP, Fig. 1b; ``CrossAttentionActionHead``).
     """
 
-    backbone: str = "bmvit_mvitv2_s"
+    backbone: str = "mvitv2_s_det"
     backbone_overrides: dict[str, Any] = field(default_factory=dict)
     num_classes: int = 80
     proj_dim: int = 512
@@ -83,6 +89,8 @@ class BMViTConfig:
             raise ValueError(f"BMViTConfig.box_reference must be one of {BOX_REFERENCES}, got {self.box_reference!r}")
         if self.action_head not in ACTION_HEADS:
             raise ValueError(f"BMViTConfig.action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
+        # A config read from a checkpoint written before the backbone presets were renamed names the old preset.
+        self.backbone = canonical_backbone_name(self.backbone)
         # JSON turns tuples into lists; normalise so that from_dict(to_dict(c)) == c.
         self.backbone_overrides = {k: _freeze(k, v) for k, v in self.backbone_overrides.items()}
 
@@ -129,6 +137,7 @@ def _freeze_value(value: Any) -> Any:
     return None
 
 
+@register_detector_class
 class BMViT(nn.Module):
     """Single-stage action detector: backbone tokens -> projection -> box/actor/action heads.
 
@@ -138,6 +147,8 @@ class BMViT(nn.Module):
             **config.backbone_overrides)`` (for tests and stand-ins; it must be what the config
             names, or a checkpoint of this model will rebuild something else).
     """
+
+    config_class = BMViTConfig
 
     def __init__(self, config: BMViTConfig, backbone: nn.Module | None = None) -> None:
         super().__init__()
@@ -233,7 +244,7 @@ class BMViT(nn.Module):
 def _create_bmvit(
     backbone_name: str, num_classes: int, backbone_weights: str | None, weights_format: str | None, /, **overrides: Any
 ) -> BMViT:
-    return build_detector(BMViT, BMViTConfig, backbone_name, num_classes, backbone_weights, weights_format, overrides)
+    return create_detector(BMViT, BMViTConfig, backbone_name, num_classes, backbone_weights, weights_format, overrides)
 
 
 @register_model
@@ -245,7 +256,7 @@ def bmvit_mvitv2_s(
     ``backbone_weights`` is a pretrained backbone file (e.g. PySlowFast's K400 MViTv2-S);
     ``overrides`` are other ``BMViTConfig`` fields.
     """
-    return _create_bmvit("bmvit_mvitv2_s", num_classes, backbone_weights, weights_format, **overrides)
+    return _create_bmvit("mvitv2_s_det", num_classes, backbone_weights, weights_format, **overrides)
 
 
 @register_model
@@ -253,7 +264,7 @@ def bmvit_mvit_tiny(
     num_classes: int = 80, backbone_weights: str | None = None, weights_format: str | None = None, **overrides: Any
 ) -> BMViT:
     """A few-block BMViT for tests and CPU demos (same structure, small dims)."""
-    return _create_bmvit("bmvit_mvit_tiny", num_classes, backbone_weights, weights_format, **overrides)
+    return _create_bmvit("mvit_tiny_det", num_classes, backbone_weights, weights_format, **overrides)
 
 
 # Supplementary Fig. 1b: no 512-d projection (the heads are "MLP(768)"), the action branch is
@@ -273,7 +284,7 @@ def bmvit_vit_b(
     ``backbone_weights`` is a VideoMAE checkpoint (fine-tuned or pre-trained); ``overrides`` are
     other ``BMViTConfig`` fields.
     """
-    return _create_bmvit("bmvit_vit_b", num_classes, backbone_weights, weights_format, **{**_VIT_HEADS, **overrides})
+    return _create_bmvit("vit_b_det", num_classes, backbone_weights, weights_format, **{**_VIT_HEADS, **overrides})
 
 
 @register_model
@@ -297,7 +308,7 @@ def bmvit_hiera_l(
     ``backbone_weights`` is a ``hiera-transformer`` checkpoint (``hiera_large_16x224``,
     ``mae_k400_ft_k400`` or ``mae_k400``); its 224-px position embeddings are resized.
     """
-    return _create_bmvit("bmvit_hiera_l", num_classes, backbone_weights, weights_format, **overrides)
+    return _create_bmvit("hiera_l_det", num_classes, backbone_weights, weights_format, **overrides)
 
 
 @register_model
@@ -305,4 +316,4 @@ def bmvit_hiera_tiny(
     num_classes: int = 80, backbone_weights: str | None = None, weights_format: str | None = None, **overrides: Any
 ) -> BMViT:
     """A 5-block Hiera (24 -> 192 channels, last Q pooling removed) for tests and CPU demos."""
-    return _create_bmvit("bmvit_hiera_tiny", num_classes, backbone_weights, weights_format, **overrides)
+    return _create_bmvit("hiera_tiny_det", num_classes, backbone_weights, weights_format, **overrides)

@@ -8,10 +8,10 @@ import pytest
 
 from bmvit import trainer
 from bmvit.checkpoint import load_model
-from bmvit.data.person_boxes import read_person_boxes, write_synthetic_person_boxes
-from bmvit.models.twostage import TwoStageMViT
+from bmvit.baselines.twostage.model import TwoStageMViT
+from bmvit.baselines.twostage.person_boxes import read_person_boxes, write_synthetic_person_boxes
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "twostage_synthetic_tiny.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "twostage_synthetic_tiny.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def person_boxes(tiny_dataset, tmp_path_factory) -> Path:
 def _config(tiny_dataset, person_boxes, out_dir, tiny_overrides, **extra):
     from bmvit.config import load_config
 
-    boxes = {"data.person_boxes_train": person_boxes / "person_boxes_train.csv",
-             "data.person_boxes_val": person_boxes / "person_boxes_val.csv", **extra}
+    boxes = {"twostage.train_boxes": person_boxes / "person_boxes_train.csv",
+             "twostage.val_boxes": person_boxes / "person_boxes_val.csv", **extra}
     return load_config(CONFIG, tiny_overrides(tiny_dataset, out_dir, **boxes))
 
 
@@ -56,10 +56,10 @@ def test_fit_trains_and_evaluates_on_the_detector_boxes(tiny_dataset, person_box
 
 
 def test_missing_val_person_boxes_fail_before_training(tiny_dataset, person_boxes, tmp_path, tiny_overrides):
-    config = _config(tiny_dataset, person_boxes, tmp_path / "run", tiny_overrides, **{"data.person_boxes_val": ""})
-    with pytest.raises(FileNotFoundError, match="person_boxes_val"):
+    config = _config(tiny_dataset, person_boxes, tmp_path / "run", tiny_overrides, **{"twostage.val_boxes": ""})
+    with pytest.raises(FileNotFoundError, match="twostage.val_boxes"):
         trainer.fit(config)
     config = _config(tiny_dataset, person_boxes, tmp_path / "run", tiny_overrides,
-                     **{"data.person_boxes_val": tmp_path / "nope.csv"})
+                     **{"twostage.val_boxes": tmp_path / "nope.csv"})
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         trainer.fit(config)

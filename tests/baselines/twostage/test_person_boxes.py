@@ -8,16 +8,15 @@ import torch
 
 from bmvit.data.ava import KeyFrame
 from bmvit.data.dataset import KeyFrameDataset, VideoRef
-from bmvit.data.person_boxes import (
+from bmvit.baselines.twostage.dataset import PersonBoxDataset, jitter_boxes_xyxy
+from bmvit.baselines.twostage.person_boxes import (
     FramePersonBoxes,
-    PersonBoxDataset,
     PersonBoxNoise,
-    jitter_boxes_xyxy,
     read_person_boxes,
     write_person_boxes,
     write_synthetic_person_boxes,
 )
-from bmvit.data.transforms import build_transforms
+from bmvit.data.transforms import create_transforms
 
 # PySlowFast's train file: a box with two labels (two rows), a negative (empty action), a low score.
 TRAIN_FILE = (
@@ -123,7 +122,7 @@ class _StillVideo(KeyFrameDataset):
 def _base(train, resize="square", hflip=0.0):
     kf = KeyFrame("vidA", 902, np.array([[0.1, 0.2, 0.5, 0.9], [0.6, 0.1, 0.9, 0.8]]), ((1,), ()),
                   np.array([0, 1]), labels=np.array([[1.0, 0.0], [0.0, 0.0]], np.float32))
-    transform = build_transforms(train, 40, resize=resize, hflip=hflip)
+    transform = create_transforms(train, 40, resize=resize, hflip=hflip)
     return _StillVideo([kf], {"vidA": VideoRef("video", "unused.mp4")}, [1, 2], num_frames=2, transform=transform)
 
 

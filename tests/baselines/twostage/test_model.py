@@ -3,12 +3,14 @@
 import pytest
 import torch
 
+from bmvit.baselines.twostage.criterion import TwoStageCriterion, TwoStagePostProcess
+from bmvit.baselines.twostage.family import TWO_STAGE
+from bmvit.baselines.twostage.model import TwoStageConfig, TwoStageMViT
+from bmvit.baselines.twostage.roi_align import roi_align
+from bmvit.build import family_of
 from bmvit.checkpoint import load_model, save_model
 from bmvit.flops import count_flops
 from bmvit.models import create_model, list_models
-from bmvit.models.roi_align import roi_align
-from bmvit.models.twostage import TwoStageConfig, TwoStageMViT
-from bmvit.twostage import TwoStageCriterion, TwoStagePostProcess
 
 SMALL = {"input_size": (4, 64, 64)}  # mvit_tiny at 4x64: a 2x2x2 token map, 192 channels
 
@@ -28,7 +30,7 @@ BOXES = [torch.tensor([[0.1, 0.2, 0.5, 0.9], [0.4, 0.1, 0.95, 0.8]]), torch.tens
 def test_presets_are_registered_with_pyslowfast_geometry():
     assert {"twostage_mvitv2_s", "twostage_mvit_tiny"} <= set(list_models())
     model = create_model("twostage_mvitv2_s")
-    assert model.kind == "twostage" and model.input_size == (16, 224, 224)
+    assert family_of(model) is TWO_STAGE and model.input_size == (16, 224, 224)
     assert model.backbone.output_grid == (8, 7, 7)  # Kinetics geometry: every pooling kept
     cfg = model.config
     assert (cfg.roi_resolution, cfg.sampling_ratio, cfg.aligned, cfg.dropout) == (7, 0, True, 0.5)

@@ -4,9 +4,9 @@ Supplementary Sec. 2 / Fig. 2 compares BMViT with "the corresponding two-stage a
 MViT", retrained with MViTv2's settings (27.05 mAP on AVA v2.2). That model is PySlowFast's MViT with
 ``DETECTION.ENABLE``; adapted from PySlowFast (facebookresearch/SlowFast,
 slowfast/models/video_model_builder.py: ``MViT`` with ``ResNetRoIHead`` from
-slowfast/models/head_helper.py); changes: our own RoIAlign (``bmvit.models.roi_align``) instead of
+slowfast/models/head_helper.py); changes: our own RoIAlign (``roi_align`` beside this file) instead of
 detectron2's, boxes given normalised to the model input (so no ``SPATIAL_SCALE_FACTOR`` to keep in
-step with the backbone's stride), logits out (the sigmoid is in ``bmvit.twostage.TwoStagePostProcess``),
+step with the backbone's stride), logits out (the sigmoid is in ``criterion.TwoStagePostProcess``),
 and a whole-frame box per clip when no boxes are given.
 
     clip [B, 3, T, H, W] -> MViTv2 (Kinetics geometry, every pooling) -> tokens [B, T', H', W', C]
@@ -27,11 +27,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bmvit.models import build_detector, detector_config_from_dict, detector_config_to_dict, register_model
+from bmvit.baselines.twostage.family import TWO_STAGE
+from bmvit.baselines.twostage.roi_align import roi_align
+from bmvit.models import (
+    create_detector,
+    detector_config_from_dict,
+    detector_config_to_dict,
+    register_detector_class,
+    register_model,
+)
 from bmvit.models.backbones import create_backbone
-from bmvit.models.roi_align import roi_align
-
-MODEL_KIND = "twostage"
 
 
 @dataclass
@@ -88,6 +93,7 @@ def _freeze(value: Any) -> Any:
     return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+@register_detector_class
 class TwoStageMViT(nn.Module):
     """Classify given person boxes from a video backbone's last token map (RoIAlign head).
 
@@ -95,10 +101,11 @@ class TwoStageMViT(nn.Module):
         config: the architecture; ``model.config`` keeps it.
         backbone: an already built backbone instead of ``create_backbone(config.backbone, ...)``.
 
-    ``model.kind == "twostage"`` tells the engine to pass each clip's person boxes.
+    ``family`` tells the engine to pass each clip's person boxes, and which loss and scoring to use.
     """
 
-    kind = MODEL_KIND
+    family = TWO_STAGE
+    config_class = TwoStageConfig
 
     def __init__(self, config: TwoStageConfig, backbone: nn.Module | None = None) -> None:
         super().__init__()
@@ -171,7 +178,7 @@ def _create_twostage(backbone_name: str, num_classes: int, backbone_weights: str
         raise ValueError(f"two-stage models average the token map over time before RoIAlign (PySlowFast's "
                          f"ResNetRoIHead); token_selection must be 'temporal_mean', got {token_selection!r} "
                          "(set model.token_selection=temporal_mean)")
-    return build_detector(TwoStageMViT, TwoStageConfig, backbone_name, num_classes, backbone_weights, weights_format,
+    return create_detector(TwoStageMViT, TwoStageConfig, backbone_name, num_classes, backbone_weights, weights_format,
                           overrides)
 
 
@@ -195,4 +202,4 @@ def twostage_mvit_tiny(num_classes: int = 80, backbone_weights: str | None = Non
     return _create_twostage("mvit_tiny", num_classes, backbone_weights, weights_format, token_selection, **overrides)
 
 
-__all__ = ["MODEL_KIND", "TwoStageConfig", "TwoStageMViT", "twostage_mvit_tiny", "twostage_mvitv2_s"]
+__all__ = ["TwoStageConfig", "TwoStageMViT", "twostage_mvit_tiny", "twostage_mvitv2_s"]

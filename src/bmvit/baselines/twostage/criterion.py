@@ -1,4 +1,4 @@
-"""Loss and scoring of the two-stage baseline (``bmvit.models.twostage.TwoStageMViT``).
+"""Loss and scoring of the two-stage baseline (``bmvit.baselines.twostage.model.TwoStageMViT``).
 
 The two-stage model classifies given person boxes, so there is nothing to match and no actor score:
 
@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from bmvit.losses import boxes_per_process
 
 
 class TwoStageCriterion(nn.Module):
@@ -57,21 +58,10 @@ class TwoStageCriterion(nn.Module):
         if logits.shape != labels.shape:
             raise ValueError(f"pred_actions is {tuple(logits.shape)} but the targets hold {tuple(labels.shape)} "
                              f"labels (one row per person box, C={self.num_classes})")
-        num_boxes = _global_mean_count(labels.shape[0], logits.device)
+        num_boxes = boxes_per_process(labels.shape[0], logits.device)
         loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / num_boxes
         loss = self.weight_action * loss
         return {"loss_action": loss, "loss": loss}
-
-
-def _global_mean_count(count: int, device: torch.device) -> float:
-    """Boxes per process averaged over processes (DDP averages gradients), at least 1 box in all."""
-    value = torch.tensor(float(count), device=device)
-    world = 1
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(value)
-        world = dist.get_world_size()
-        value = value / world
-    return max(float(value), 1.0 / world)
 
 
 class TwoStagePostProcess(nn.Module):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bmvit.models.roi_align import RoIAlign, boxes_to_rois, roi_align
+from bmvit.baselines.twostage.roi_align import RoIAlign, boxes_to_rois, roi_align
 
 
 def _bilinear(fmap, y, x):
