@@ -36,7 +36,7 @@ class HungarianMatcher(nn.Module):
     the ``H x W`` key-frame grid (``outputs["token_grid"]``), so the distance is in grid cells and
     does not depend on what the model predicts. It makes the token whose cell holds an actor's
     centre the natural match, so that the same token keeps its actor from step to step while the
-    boxes are still poor (docs/training_notes.md, section 5).
+    boxes are still poor (docs/demo.md#keeping-the-match-on-the-person).
 
     Args:
         cost_actor, cost_bbox, cost_giou, cost_action, cost_center: weights of the terms (all >= 0,

@@ -8,7 +8,7 @@ Shared by evaluation and the predictor, so both score tokens the same way (docs/
   actor *and* does the action, so a confident action on an unlikely actor ranks low.
 - No NMS by default: one-to-one matching trains duplicate tokens towards "no-actor", and the paper
   mentions none. ``nms_iou > 0`` adds class-agnostic greedy NMS over the kept tokens, an option for
-  models that still put near-duplicate tokens on a person (docs/training_notes.md, section 14).
+  models that still put near-duplicate tokens on a person (docs/demo.md#where-the-map-is-lost-and-nms).
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports
 happen inside ``run`` so that ``bmvit --help`` stays fast.
+
+One grammar for every subcommand: ``bmvit COMMAND [SUBCOMMAND] [options] [key=value ...]``, the options
+after the (sub)command's name, and the ``key=value`` overrides of the commands that take them
+anywhere among those options.
 """
 
 from __future__ import annotations
@@ -46,8 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args`` that also takes ``key=value`` overrides after a subcommand's options.
+
+    argparse fills a ``nargs="*"`` positional from its first run of positional arguments only, so
+    ``bmvit train a=1 --resume b=2`` would leave ``b=2`` unrecognised; such leftovers are appended, in
+    order, to ``args.overrides`` of the commands that have one. Anything else left over is an error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     return int(args._module.run(args) or 0)
 
 

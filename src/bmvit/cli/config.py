@@ -1,14 +1,25 @@
-"""``bmvit config show [--config F] [key=value ...]``: the resolved config, each field explained."""
+"""``bmvit config show [--config F] [key=value ...]``: the resolved config, each field explained.
+
+``show`` is a subcommand like ``bmvit data check``: its options and overrides come after it, in any
+order. The older order ``bmvit config --config F show [key=value ...]`` still parses.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+SHOW_HELP = "print the resolved configuration: the defaults, then --config, then key=value, each field explained"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["show"], help="show: print the resolved configuration")
-    parser.add_argument("--config", help="YAML file of overrides")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    # Accepted before ``show`` too (the older order); not listed, so that the help shows one grammar.
+    parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    sub.required = True
+    show = sub.add_parser("show", help=SHOW_HELP, description=SHOW_HELP)
+    # SUPPRESS: when not given after ``show``, a --config given before it is kept.
+    show.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of overrides (see configs/)")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
 
 
 def run(args: argparse.Namespace) -> int:
