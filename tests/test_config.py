@@ -117,8 +117,13 @@ def test_optional_fields_take_null_and_an_empty_override_means_null():
 def test_moved_keys_still_work_with_a_warning_naming_the_new_key(tmp_path):
     path = tmp_path / "old.yaml"
     path.write_text("data:\n  train_csv: a.csv\n  split_index: 2\n  person_boxes_val: boxes.csv\n")
-    with pytest.warns(FutureWarning, match="'data.train_csv' is now 'data.ava.train_csv'"):
+    with pytest.warns(FutureWarning) as caught:
         config = load_config(path, ["data.person_box_threshold=0.5"])
+    assert sorted(str(w.message).split(": ", 1)[1] for w in caught) == sorted(
+        f"config key {old!r} is now {new!r}; the old name will stop working in the next release"
+        for old, new in [("data.train_csv", "data.ava.train_csv"), ("data.split_index", "data.act.split_index"),
+                         ("data.person_boxes_val", "twostage.val_boxes"),
+                         ("data.person_box_threshold", "twostage.box_threshold")])
     assert config.data.ava.train_csv == "a.csv" and config.data.act.split_index == 2
     assert config.twostage.val_boxes == "boxes.csv" and config.twostage.box_threshold == 0.5
     with pytest.raises(ConfigError, match="both 'data.train_csv' and its new name 'data.ava.train_csv'"):
