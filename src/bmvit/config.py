@@ -239,6 +239,8 @@ class TrainConfig:
     checkpoint_every_steps: int = _f(0, "also write last.safetensors every this many optimiser steps, so --resume "
                                         "continues mid-epoch (0 = at the end of each epoch only)")
     compile: bool = _f(False, "torch.compile the backbone (CUDA; measure with `bmvit bench --device cuda` first)")
+    keep: str = _f("last", "the epoch model.safetensors and the *_val files hold: last (the headline, as PySlowFast "
+                           "reports) | best (the best val mAP; selected on the val set itself)")
     tensorboard: bool = _f(True, "write TensorBoard event files when tensorboard is installed")
 
     def validate(self) -> None:
@@ -251,6 +253,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 0 (0 = off), got {getattr(self, key)}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"train.amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.keep not in ("last", "best"):
+            raise ConfigError(f"train.keep must be last or best, got {self.keep!r}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -262,9 +266,13 @@ class EvalConfig:
     threshold: float = _f(0.3, "tokens with p(actor) > threshold become detections")
     nms_iou: float = _f(0.0, "0 = no NMS (the method's default); else class-agnostic greedy NMS of the kept "
                              "tokens at this box IoU, in (0, 1)")
-    max_rows_per_keyframe: int = _f(50, "AVA rows written per key frame, highest scores first (the official cap)")
-    protocol: str = _f("activitynet", "activitynet (official) | slowfast")
+    max_rows_per_keyframe: int = _f(0, "AVA rows written per key frame, highest scores first; 0 = every row above "
+                                       "the threshold (the activitynet protocol applies its own cap of 50 when scoring)")
+    protocol: str = _f("activitynet", "the headline protocol of AVA runs: activitynet (the official evaluator) | "
+                                      "slowfast (PySlowFast's copy, no cap); both are computed and reported")
     batch_size: int = _f(8, "clips per process in evaluation")
+
+    PROTOCOLS = ("activitynet", "slowfast")
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the key when a post-processing value is out of range."""
@@ -272,6 +280,12 @@ class EvalConfig:
             raise ConfigError(f"eval.threshold must be in [0, 1), got {self.threshold}")
         if not 0.0 <= self.nms_iou < 1.0:
             raise ConfigError(f"eval.nms_iou must be in [0, 1) (0 = no NMS), got {self.nms_iou}")
+        if self.max_rows_per_keyframe < 0:
+            raise ConfigError(f"eval.max_rows_per_keyframe must be >= 0 (0 = no cap), got {self.max_rows_per_keyframe}")
+        if self.protocol not in self.PROTOCOLS:
+            raise ConfigError(f"eval.protocol must be one of {' | '.join(self.PROTOCOLS)}, got {self.protocol!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass

@@ -15,10 +15,11 @@ the deadline, stop on a non-finite loss, stop on too many bad clips, or write a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,17 +268,21 @@ def predict_rows(
     class_ids: list[int],
     keep_class_ids: set[int] | None,
     ctx: StepContext,
-    max_rows_per_keyframe: int = 50,
-) -> list[tuple[str, int, float, float, float, float, int, float]] | None:
-    """Run the detector over ``loader``; AVA rows ``(video_id, second, x1, y1, x2, y2, action_id, score)``.
+    max_rows_per_keyframe: int = 0,
+    with_actor_score: bool = False,
+) -> list[tuple] | None:
+    """Run the detector over ``loader``; AVA rows ``(video_id, second, x1, y1, x2, y2, action_id, score)``,
+    each followed by the box's actor score when ``with_actor_score`` (1.0 for a family without one).
 
     Boxes are normalised to the original frame: a target's ``letterbox`` record (``data.resize:
-    letterbox``) is undone, whatever the dataset. Per key frame, only the ``max_rows_per_keyframe``
-    highest-scoring rows of the evaluated classes (``keep_class_ids``) are kept, which is what the
-    official evaluator would use anyway. The model's outputs come to the host once per batch and are
+    letterbox``) is undone, whatever the dataset. Rows are those of the evaluated classes
+    (``keep_class_ids``), every one of them or, with ``max_rows_per_keyframe`` > 0, that many per key
+    frame, highest scores first. The model's outputs come to the host once per batch and are
     post-processed there. A key frame whose clip could not be read (``bad_clips`` in its target) gets
     no rows. Rows from every process are gathered on rank 0; other ranks get None.
     """
+    if max_rows_per_keyframe < 0:
+        raise ValueError(f"max_rows_per_keyframe must be >= 0 (0 = no cap), got {max_rows_per_keyframe}")
     model.eval()
     class_ids_arr = np.asarray(class_ids, dtype=np.int64)
     keep = np.ones(len(class_ids), dtype=bool) if keep_class_ids is None else np.isin(class_ids_arr, list(keep_class_ids))
@@ -292,13 +297,14 @@ def predict_rows(
             if target.get("bad_clips"):
                 ctx.bad_clips_seen += len(target["bad_clips"])
                 continue
-            rows.extend(_rows_for_keyframe(result, target, class_ids_arr, keep, max_rows_per_keyframe))
+            rows.extend(_rows_for_keyframe(result, target, class_ids_arr, keep, max_rows_per_keyframe,
+                                           with_actor_score))
     bar.close()
     gathered = dist_utils.gather_to_main(rows)
     return None if gathered is None else [row for part in gathered for row in part]
 
 
-def _rows_for_keyframe(result, target, class_ids_arr, keep, max_rows) -> list[tuple]:
+def _rows_for_keyframe(result, target, class_ids_arr, keep, max_rows: int, with_actor_score: bool) -> list[tuple]:
     boxes = result["boxes_xyxy"].float().cpu()
     if target.get("letterbox") is not None:
         boxes = target["letterbox"].boxes_to_original(boxes)
@@ -308,13 +314,20 @@ def _rows_for_keyframe(result, target, class_ids_arr, keep, max_rows) -> list[tu
     if scores.size == 0:
         return []
     flat = scores.ravel()
-    order = np.argsort(-flat, kind="stable")[:max_rows]
+    order = np.argsort(-flat, kind="stable")
+    if max_rows:
+        order = order[:max_rows]
     box_idx, cls_idx = np.unravel_index(order, scores.shape)
     vid, sec = str(target["video_id"]), int(target["timestamp"])
-    return [
+    rows = [
         (vid, sec, *map(float, boxes[b]), int(ids[c]), float(flat[o]))
         for b, c, o in zip(box_idx.tolist(), cls_idx.tolist(), order.tolist())
     ]
+    if not with_actor_score:
+        return rows
+    actor = result.get("actor_scores")
+    actor = actor.float().cpu().numpy() if actor is not None else np.ones(len(boxes), dtype=np.float32)
+    return [(*row, float(actor[b])) for row, b in zip(rows, box_idx.tolist())]
 
 
 def evaluate(
@@ -327,46 +340,107 @@ def evaluate(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     tag: str = "val",
+    thresholds: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Score the val split: writes ``detections_{tag}.csv``, ``per_class_ap_{tag}.json`` and its plot
     to ``out_dir`` and returns the result dict on rank 0 (``{}`` on the others).
 
-    ``loader``: ``bmvit.build.create_eval_loader``'s, this rank's share of the key frames. AVA is
-    scored by the official protocol's frame-mAP (``eval.protocol``), UCF101-24 / JHMDB-21 by ACT's
-    frame-mAP and video-mAP.
-    """
-    from bmvit.evaluation.frame_map import evaluate_ava_files
-    from bmvit.evaluation.plot import plot_per_class_ap
-    from bmvit.evaluation.ucf_jhmdb import evaluate_act_detections
+    ``loader``: ``bmvit.build.create_eval_loader``'s, this rank's share of the key frames. The
+    detections are written once, every row above ``eval.threshold`` (or ``eval.max_rows_per_keyframe``
+    per key frame), and scored by every protocol of the format from that one file: on AVA the official
+    ActivityNet evaluator (which keeps the top 50 rows of a key frame itself) and PySlowFast's (no cap);
+    on UCF101-24 / JHMDB-21 ACT's frame-mAP and video-mAP. The result is the ``eval.protocol`` one's
+    (``mAP``, ``protocol``, ``per_class``) with ``mAP_by_protocol`` beside it.
 
+    ``thresholds``: actor thresholds θ to score besides ``eval.threshold``, from the same pass of the
+    model (it keeps the detections of the lowest θ); the result gets a ``thresholds`` table.
+    """
     ctx = StepContext(device=device, amp_dtype=amp_dtype, mean=tuple(data_cfg.mean), std=tuple(data_cfg.std))
+    for value in thresholds:
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"every threshold must be in [0, 1), got {value}")
+    lowest = min([eval_cfg.threshold, *thresholds])
     rows = predict_rows(
         model,
-        family_of(model).postprocess(eval_cfg),
+        family_of(model).postprocess(dataclasses.replace(eval_cfg, threshold=lowest)),
         loader,
         classes.class_ids,
         set(classes.label_map),
         ctx,
         max_rows_per_keyframe=eval_cfg.max_rows_per_keyframe,
+        with_actor_score=True,
     )
     bad = int(dist_utils.all_reduce_sum(torch.tensor(ctx.bad_clips_seen)).item())
     result: dict[str, Any] = {}
     if dist_utils.is_main_process():
         if bad:
             log.warning("%d val key frame(s) could not be read and have no detections (see the warnings above)", bad)
-        paths = resolve_data_paths(data_cfg)
+        rows.sort(key=lambda r: (r[0], r[1], -r[7]))
+        score = _Scorer(data_cfg, eval_cfg, classes, getattr(loader, "dataset", None))
         det_path = out_dir / f"detections_{tag}.csv"
-        write_ava_csv(det_path, sorted(rows, key=lambda r: (r[0], r[1], -r[7])))
-        if data_cfg.format == "ava":
-            res = evaluate_ava_files(
-                paths["val_csv"], det_path, paths["label_map"], paths["exclusions"], protocol=eval_cfg.protocol
-            )
-            result = res.to_json()
-        else:
-            result = evaluate_act_detections(loader.dataset, det_path, classes.label_map, str(paths["annotations"]))
+        write_ava_csv(det_path, _above(rows, eval_cfg.threshold))
+        result, by_protocol = score(det_path)
+        result["mAP_by_protocol"] = by_protocol
+        if thresholds:
+            result["thresholds"] = _threshold_table(rows, sorted(set(thresholds)), score, out_dir / f".{tag}_theta.csv")
         if bad:
             result["unreadable_keyframes"] = bad
         (out_dir / f"per_class_ap_{tag}.json").write_text(json.dumps(result, indent=1))
+        from bmvit.evaluation.plot import plot_per_class_ap
+
         plot_per_class_ap(result, out_dir / f"per_class_ap_{tag}.png")
     dist_utils.barrier()
     return result
+
+
+class _Scorer:
+    """A detections CSV -> (the ``eval.protocol`` result JSON, ``{protocol: mAP}``); the ground truth is
+    read once."""
+
+    def __init__(self, data_cfg: DataConfig, eval_cfg: EvalConfig, classes: ClassInfo, dataset: Any) -> None:
+        from bmvit.data.ava import read_annotations, read_exclusions, read_label_map
+
+        self.data_cfg, self.eval_cfg, self.classes, self.dataset = data_cfg, eval_cfg, classes, dataset
+        self.paths = resolve_data_paths(data_cfg)
+        if data_cfg.format == "ava":
+            self.label_map = read_label_map(self.paths["label_map"])
+            self.exclusions = read_exclusions(self.paths["exclusions"]) if self.paths["exclusions"] else set()
+            self.groundtruth = read_annotations(self.paths["val_csv"], check_boxes=False)
+
+    def __call__(self, det_path: Path) -> tuple[dict[str, Any], dict[str, float]]:
+        from bmvit.data.ava import read_detections
+
+        if self.data_cfg.format != "ava":
+            from bmvit.evaluation.ucf_jhmdb import evaluate_act_detections
+
+            result = evaluate_act_detections(self.dataset, det_path, self.classes.label_map,
+                                             str(self.paths["annotations"]))
+            return result, {"act": float(result["mAP"])}
+        from bmvit.evaluation.frame_map import evaluate_ava
+
+        detections = read_detections(det_path, check_boxes=False)
+        results = {protocol: evaluate_ava(self.groundtruth, detections, self.label_map, self.exclusions,
+                                          protocol=protocol)
+                   for protocol in EvalConfig.PROTOCOLS}
+        return results[self.eval_cfg.protocol].to_json(), {p: float(r.mAP) for p, r in results.items()}
+
+
+def _above(rows: list[tuple], threshold: float) -> list[tuple]:
+    """The 8-column rows whose actor score (9th column) exceeds ``threshold``, compared in float32 as
+    ``PostProcess`` compares them, so the rows of ``eval.threshold`` are exactly the ones it keeps."""
+    theta = np.float32(threshold)
+    return [r[:8] for r in rows if np.float32(r[8]) > theta]
+
+
+def _threshold_table(rows: list[tuple], thresholds: list[float], score: _Scorer, scratch: Path) -> list[dict[str, Any]]:
+    """One row per θ: the detections whose actor score exceeds θ, scored by every protocol."""
+    table = []
+    try:
+        for theta in thresholds:
+            kept = _above(rows, theta)
+            write_ava_csv(scratch, kept)
+            _, by_protocol = score(scratch)
+            table.append({"threshold": theta, "rows": len(kept), **{f"mAP_{p}": v for p, v in by_protocol.items()}})
+    finally:
+        scratch.unlink(missing_ok=True)
+    return table

@@ -203,7 +203,9 @@ def _fit(config: Config, resume: bool, device: torch.device, amp_dtype: torch.dt
         if (epoch + 1) % config.train.eval_every == 0 or last_epoch:
             result = evaluate(run.model, run.val_loader, run.classes, config.data, config.eval, out_dir, device,
                               amp_dtype)
+            by_protocol = dist_utils.broadcast_object(result.get("mAP_by_protocol", {}))
             record["mAP"] = dist_utils.broadcast_object(result.get("mAP"))
+            record.update({f"mAP_{protocol}": value for protocol, value in by_protocol.items()})
         record["minutes"] = (time.time() - run_start) / 60
         run.history.append(record)
         if main:
@@ -215,7 +217,7 @@ def _fit(config: Config, resume: bool, device: torch.device, amp_dtype: torch.dt
             break
     final = run.history[-1] if run.history else {}
     if main:
-        _write_final_model(out_dir, run.model, run.metadata, final, run.history, writer)
+        _write_final_model(out_dir, run.model, run.metadata, run.history, config.train.keep, writer)
     dist_utils.barrier()
     return final
 
@@ -350,22 +352,34 @@ def _wrap_for_training(model: nn.Module, config: Config, device: torch.device, w
     )
 
 
-def _write_final_model(out_dir: Path, model: nn.Module, metadata: dict[str, Any], final: dict[str, Any],
-                       history: list[dict[str, Any]], writer) -> None:
-    best = out_dir / "best.safetensors"
-    final_meta = {**metadata, "metrics": final}
-    if best.is_file():
-        tensors, best_meta = load_tensors(best)
+def _write_final_model(out_dir: Path, model: nn.Module, metadata: dict[str, Any], history: list[dict[str, Any]],
+                       keep: str, writer) -> None:
+    """``model.safetensors`` and ``metrics.json``. The headline is the last evaluation's mAP, as PySlowFast
+    reports; the best one, selected on the val set itself, is reported beside it under its own name.
+    ``keep="best"`` makes ``model.safetensors`` (and the ``*_val`` files that describe it) the best epoch's."""
+    evaluated = [r for r in history if r.get("mAP") is not None]
+    last = evaluated[-1] if evaluated else (history[-1] if history else {})
+    best = max(evaluated, key=lambda r: r["mAP"], default=None)  # the first epoch of the highest mAP
+    final_meta = {**metadata, "metrics": last}
+    best_path = out_dir / "best.safetensors"
+    if keep == "best" and best_path.is_file():
+        tensors, final_meta = load_tensors(best_path)
         model.load_state_dict(tensors)
-        final_meta = best_meta
-        if best_meta.get("metrics", {}).get("epoch") != final.get("epoch"):
-            # The *_val files must describe model.safetensors, as metrics.json does; the last
+        if best is not None and best["epoch"] != last.get("epoch"):
+            # The *_val files must describe model.safetensors, as metrics.json says; the last
             # evaluation's are kept beside them.
             copy_eval_files(out_dir, "val", "val_last")
             copy_eval_files(out_dir, "val_best", "val")
     save_model(out_dir / "model.safetensors", model, final_meta)
-    summary = {"mAP": final_meta.get("metrics", {}).get("mAP"), "best_epoch": final_meta.get("metrics", {}).get("epoch"),
-               "history": history}
+    summary = {
+        "mAP": last.get("mAP"),
+        "epoch": last.get("epoch"),
+        **{k: v for k, v in last.items() if k.startswith("mAP_")},
+        "best_mAP": best["mAP"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "model": {"keep": keep, "epoch": final_meta.get("metrics", {}).get("epoch")},
+        "history": history,
+    }
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
     if writer is not None:
         writer.close()

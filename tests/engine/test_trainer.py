@@ -41,22 +41,42 @@ def test_fit_writes_every_output(tiny_dataset, tmp_path, tiny_overrides):
     assert result["protocol"] == "activitynet" and len(result["per_class"]) == 9
 
 
-def test_the_val_files_describe_the_saved_model_when_an_earlier_epoch_was_best(tiny_dataset, tmp_path,
-                                                                               tiny_overrides, monkeypatch):
-    maps = iter([0.5, 0.2])  # epoch 0 is the best, epoch 1 the last
+def _fake_evaluations(maps):
+    values = iter(maps)
 
     def evaluate(model, loader, classes, data_cfg, eval_cfg, out_dir, device, amp_dtype=None, tag="val"):
-        value = next(maps)
+        value = next(values)
         (out_dir / f"detections_{tag}.csv").write_text(f"detections of {value}\n")
         (out_dir / f"per_class_ap_{tag}.json").write_text(json.dumps({"mAP": value}))
         (out_dir / f"per_class_ap_{tag}.png").write_bytes(f"plot of {value}".encode())
-        return {"mAP": value}
+        return {"mAP": value, "mAP_by_protocol": {"activitynet": value, "slowfast": value + 0.01}}
 
-    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    return evaluate
+
+
+def test_the_headline_is_the_last_evaluation_and_the_best_is_named_beside_it(tiny_dataset, tmp_path,
+                                                                              tiny_overrides, monkeypatch):
+    monkeypatch.setattr(trainer, "evaluate", _fake_evaluations([0.5, 0.2]))  # epoch 0 the best, epoch 1 the last
     trainer.fit(_config(tiny_dataset, tmp_path / "run", tiny_overrides))
     run = tmp_path / "run"
     summary = json.loads((run / "metrics.json").read_text())
-    assert (summary["mAP"], summary["best_epoch"]) == (0.5, 0)
+    assert (summary["mAP"], summary["epoch"], summary["best_mAP"], summary["best_epoch"]) == (0.2, 1, 0.5, 0)
+    assert (summary["mAP_activitynet"], summary["mAP_slowfast"]) == (0.2, pytest.approx(0.21))
+    assert summary["model"] == {"keep": "last", "epoch": 1}
+    assert load_model(run / "model.safetensors").metadata["metrics"]["epoch"] == 1
+    assert (run / "detections_val.csv").read_text() == "detections of 0.2\n"
+    assert load_model(run / "best.safetensors").metadata["metrics"]["epoch"] == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["mAP_slowfast"] for r in lines] == [pytest.approx(0.51), pytest.approx(0.21)]
+
+
+def test_keep_best_makes_the_saved_model_and_val_files_the_best_epochs(tiny_dataset, tmp_path, tiny_overrides,
+                                                                       monkeypatch):
+    monkeypatch.setattr(trainer, "evaluate", _fake_evaluations([0.5, 0.2]))
+    trainer.fit(_config(tiny_dataset, tmp_path / "run", tiny_overrides, **{"train.keep": "best"}))
+    run = tmp_path / "run"
+    summary = json.loads((run / "metrics.json").read_text())
+    assert (summary["mAP"], summary["best_mAP"], summary["model"]) == (0.2, 0.5, {"keep": "best", "epoch": 0})
     assert load_model(run / "model.safetensors").metadata["metrics"]["epoch"] == 0
     assert json.loads((run / "per_class_ap_val.json").read_text())["mAP"] == 0.5
     assert (run / "detections_val.csv").read_text() == "detections of 0.5\n"
@@ -141,6 +161,18 @@ def test_eval_cli_takes_the_nms_option_and_names_a_bad_value(tiny_dataset, tmp_p
     plain = (tmp_path / "plain" / "detections_val.csv").read_text().splitlines()
     kept = (tmp_path / "nms" / "detections_val.csv").read_text().splitlines()
     assert set(kept) <= set(plain) and 0 < len(kept) < len(plain)  # NMS only removes rows, and some here
+
+    assert cli_main([*args, "--out", str(tmp_path / "sweep"), "--thresholds", "0.5,0.1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(printed) if line.startswith("threshold  rows"))
+    assert [line.split()[0] for line in printed[header + 1:header + 3]] == ["0.1", "0.5"]
+    sweep = json.loads((tmp_path / "sweep" / "per_class_ap_val.json").read_text())
+    low, high = sweep["thresholds"]
+    assert low["rows"] >= high["rows"] and set(low) == {"threshold", "rows", "mAP_activitynet", "mAP_slowfast"}
+    assert printed[-1].startswith(f"mAP: {sweep['mAP']:.4f} (activitynet; slowfast ")
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--thresholds", "0.1,1.5"])
+    assert "every threshold must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_init_weights_starts_from_every_tensor_of_a_detector(tiny_dataset, tmp_path, tiny_overrides, monkeypatch):

@@ -1,4 +1,4 @@
-"""``bmvit eval --weights W --data ROOT [--json OUT] [key=value ...]``."""
+"""``bmvit eval --weights W --data ROOT [--json OUT] [--thresholds 0.1,0.3] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="folder for detections CSV, per-class JSON and plot")
     parser.add_argument("--json", default=None, help="also write the per-class AP JSON here")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--thresholds", type=_thresholds, default=(), metavar="T1,T2,...",
+                        help="also score these actor thresholds, from the same pass of the model "
+                             "(e.g. 0.05,0.1,0.2,0.3,0.5); prints a table")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="data.* and eval.* overrides")
 
 
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(args.out) if args.out else Path(args.weights).resolve().parent / "eval"
         out_dir.mkdir(parents=True, exist_ok=True)
         loader = create_eval_loader(config, model, classes, device)
-        result = evaluate(model, loader, classes, config.data, config.eval, out_dir, device)
+        result = evaluate(model, loader, classes, config.data, config.eval, out_dir, device,
+                          thresholds=args.thresholds)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"bmvit eval: error: {err}", file=sys.stderr)
         return 2
@@ -52,8 +56,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"{entry['id']:>4}  {entry['name'][:40]:<40} {ap}")
     print(f"detections: {out_dir / 'detections_val.csv'}")
     print(f"per-class AP: {out_dir / 'per_class_ap_val.json'} and .png")
-    print(f"mAP: {result['mAP']:.4f}")
+    if result.get("thresholds"):
+        _print_threshold_table(result["thresholds"], config.eval.threshold, result["mAP_by_protocol"])
+    others = ", ".join(f"{p} {v:.4f}" for p, v in result["mAP_by_protocol"].items() if p != result.get("protocol"))
+    print(f"mAP: {result['mAP']:.4f}" + (f" ({result['protocol']}; {others})" if others else ""))
     return 0
+
+
+def _thresholds(text: str) -> tuple[float, ...]:
+    """``0.05,0.1,0.3`` -> (0.05, 0.1, 0.3); each in [0, 1)."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    bad = [v for v in values if not 0.0 <= v < 1.0]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"every threshold must be in [0, 1), got {text!r}")
+    return values
+
+
+def _print_threshold_table(table: list[dict], threshold: float, by_protocol: dict[str, float]) -> None:
+    protocols = list(by_protocol)
+    print("threshold  rows      " + "  ".join(f"mAP {p:<11}" for p in protocols))
+    for row in table:
+        print(f"{row['threshold']:<9g}  {row['rows']:<8d}  " + "  ".join(f"{row['mAP_' + p]:<15.4f}" for p in protocols))
+    print(f"(eval.threshold={threshold:g} gave the files above)")
 
 
 def _check_label_map(config, classes) -> None:
