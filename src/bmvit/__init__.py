@@ -11,21 +11,45 @@ Public API::
         print(det.timestamp, det.boxes_xyxy, det.top_actions(k=3))
 """
 
-from bmvit.models import create_backbone, create_model, list_backbones, list_models
+# Private aliases: `dir(bmvit)` should list the API, not this file's helpers.
+import importlib as _importlib
+import typing as _typing
 
 __version__ = "0.1.0"
 
-# Imported on first use: the inference stack pulls in PyAV and the data layer, which `import bmvit` should not pay for.
-_LAZY = {"load": "bmvit.checkpoint", "Predictor": "bmvit.inference.predictor",
-         "Detections": "bmvit.inference.results"}
+# Every public name is imported on first use (PEP 562): the models pull in torch (over a second), and
+# the commands that need no model (`bmvit ava-eval`, `bmvit config show`, `bmvit data check`, every
+# `--help`) import `bmvit` too, so an eager import would make each of them pay for torch.
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "create_backbone": "bmvit.models",
+    "create_model": "bmvit.models",
+    "list_backbones": "bmvit.models",
+    "list_models": "bmvit.models",
+    "load": "bmvit.checkpoint",
+    "Predictor": "bmvit.inference.predictor",
+    "Detections": "bmvit.inference.results",
+}
+
+if _typing.TYPE_CHECKING:  # type checkers and IDEs see the real objects; nothing is imported at run time
+    from bmvit.checkpoint import load
+    from bmvit.inference.predictor import Predictor
+    from bmvit.inference.results import Detections
+    from bmvit.models import create_backbone, create_model, list_backbones, list_models
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+def __getattr__(name: str) -> _typing.Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        # AttributeError (not ImportError) so that `from bmvit import <submodule>` falls back to importing it.
+        raise AttributeError(f"module 'bmvit' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module_name), name)
+    globals()[name] = value  # later look-ups skip this hook
+    return value
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bmvit' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = ["Detections", "Predictor", "__version__", "create_backbone", "create_model", "list_backbones", "list_models",
