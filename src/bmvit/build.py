@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,17 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from bmvit.config import Config, DataConfig, EvalConfig, LossConfig, MatcherConfig, ModelConfig, OptimConfig
+from bmvit.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    LossConfig,
+    MatcherConfig,
+    ModelConfig,
+    OptimConfig,
+)
+from bmvit.models.weights import KINETICS_MEAN, KINETICS_STD, Normalisation
 
 
 @dataclass(frozen=True)
@@ -290,11 +301,50 @@ def create_dataset(
     )
 
 
+def resolve_normalisation(cfg: DataConfig, weights: Normalisation | None, weights_given: bool) -> Normalisation:
+    """The mean/std a run feeds its model: ``data.mean/std`` when set, else the weights' own.
+
+    Set explicitly and different from what the weights were trained with, they are used as asked, with a
+    warning naming both. Left null with weights whose normalisation cannot be known (a file that matches no
+    record), Kinetics' values are assumed, with a warning saying so; with no pretrained weights at all,
+    Kinetics' values without one.
+    """
+    if cfg.mean is not None and cfg.std is not None:
+        chosen = Normalisation(tuple(cfg.mean), tuple(cfg.std), "data.mean/std")
+        if weights is not None and not (_close(chosen.mean, weights.mean) and _close(chosen.std, weights.std)):
+            warnings.warn(f"data.mean/std {list(chosen.mean)}/{list(chosen.std)} differ from the normalisation the "
+                          f"weights were trained with, {list(weights.mean)}/{list(weights.std)} ({weights.source}); "
+                          "using data.mean/std as set (leave them null to use the weights' own)", stacklevel=2)
+        return chosen
+    if cfg.mean is not None or cfg.std is not None:
+        raise ConfigError("set both data.mean and data.std, or neither (null: the weights' own)")
+    if weights is not None:
+        return weights
+    if weights_given:
+        warnings.warn("the pretrained weights match no known record, so their normalisation cannot be known; "
+                      f"assumed Kinetics' mean {list(KINETICS_MEAN)} and std {list(KINETICS_STD)} "
+                      "(set data.mean/std to choose)", stacklevel=2)
+    return Normalisation(KINETICS_MEAN, KINETICS_STD, "Kinetics' default")
+
+
+def clip_normalisation(cfg: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of the data section, Kinetics' where null: a run resolves them against its weights
+    first (``resolve_normalisation``); a dataset or evaluation built on its own gets the default."""
+    return (tuple(cfg.mean) if cfg.mean is not None else KINETICS_MEAN,
+            tuple(cfg.std) if cfg.std is not None else KINETICS_STD)
+
+
+def _close(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-6 for x, y in zip(a, b))
+
+
 def _augmentation(cfg: DataConfig) -> dict[str, Any]:
-    """The transform settings of the data section (``keyframe_transform`` drops augmentation outside training)."""
+    """The transform settings of the data section (``keyframe_transform`` drops augmentation outside training).
+    A null mean/std (not resolved against weights, e.g. a dataset built on its own) is Kinetics'."""
+    mean, std = clip_normalisation(cfg)
     return {
-        "mean": tuple(cfg.mean),
-        "std": tuple(cfg.std),
+        "mean": mean,
+        "std": std,
         "resize": cfg.resize,
         "hflip": cfg.hflip,
         "scale_jitter": tuple(cfg.scale_jitter),

@@ -88,6 +88,21 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return tensors, metadata
 
 
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a bmvit safetensors file, read from its header alone (the tensors stay on disk)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with path.open("rb") as handle:
+        header_len = int.from_bytes(handle.read(8), "little")
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a safetensors file ({err})") from None
+    raw = header.get("__metadata__", {}).get(METADATA_KEY) if isinstance(header, dict) else None
+    return _with_current_names(json.loads(raw)) if raw else {}
+
+
 def _with_current_names(metadata: dict[str, Any]) -> dict[str, Any]:
     """``metadata`` with a renamed backbone preset in ``model_config`` under its current name, so that a file
     written before the rename compares equal to the config a run builds now (resume, ``model.init_weights``)."""
@@ -326,10 +341,14 @@ def _existing_file(path: str | os.PathLike, what: str) -> Path:
 
 def model_metadata_or_defaults(model: torch.nn.Module) -> dict[str, Any]:
     """The model's checkpoint metadata, completed with the training defaults of ``bmvit.config`` for a
-    model that has none (built with ``create_model``): 16x4 sampling at 30 fps, mean/std, square resize."""
+    model that has none (built with ``create_model``): 16x4 sampling at 30 fps, square resize, and the
+    mean/std of its backbone weights' record (Kinetics' when it has none)."""
     from bmvit.config import DataConfig, EvalConfig
+    from bmvit.models.weights import KINETICS_MEAN, KINETICS_STD, weights_normalisation
 
     data, evaluation = DataConfig(), EvalConfig()
-    defaults = {"sampling_stride": data.sampling_stride, "fps": data.fps, "mean": data.mean, "std": data.std,
+    norm = weights_normalisation(model)
+    mean, std = (norm.mean, norm.std) if norm is not None else (KINETICS_MEAN, KINETICS_STD)
+    defaults = {"sampling_stride": data.sampling_stride, "fps": data.fps, "mean": list(mean), "std": list(std),
                 "resize": data.resize, "threshold": evaluation.threshold}
     return {**defaults, **getattr(model, "metadata", {})}

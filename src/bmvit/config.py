@@ -103,8 +103,9 @@ class DataConfig:
     sampling_stride: int = _f(4, "frames between two sampled frames of a clip (16x4 in the paper)")
     fps: float = _f(30.0, "frame rate that maps seconds to frame indices")
     resize: str = _f("square", "frame to input: square (resize the whole frame) | letterbox (keep aspect, pad)")
-    mean: list = _f([0.45, 0.45, 0.45], "per-channel mean (RGB, [0, 1] scale); PySlowFast's for Kinetics MViT")
-    std: list = _f([0.225, 0.225, 0.225], "per-channel std")
+    mean: list | None = _f(None, "per-channel mean (RGB, [0, 1] scale); null = the pretrained weights' own (their "
+                                 "record, or the model file of init_weights), Kinetics' 0.45 when none say")
+    std: list | None = _f(None, "per-channel std; null = the weights' own, Kinetics' 0.225 when none say")
     hflip: float = _f(0.5, "probability of a horizontal flip in training")
     flip_swap_pairs: list = _f([], "action-id pairs a horizontal flip exchanges, e.g. [[3, 4]] for move_left/right")
     scale_jitter: list = _f([1.0, 1.0], "random zoom range in training (1.0 = none)")
@@ -130,6 +131,12 @@ class DataConfig:
             raise ConfigError(f"data.resize must be square or letterbox, got {self.resize!r}")
         if self.sampling_stride < 1:
             raise ConfigError(f"data.sampling_stride must be >= 1, got {self.sampling_stride}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != 3 or not all(isinstance(v, (int, float)) for v in value)):
+                raise ConfigError(f"data.{key} must be three numbers (RGB) or null, got {value}")
+        if self.std is not None and any(v <= 0 for v in self.std):
+            raise ConfigError(f"data.std must be > 0, got {self.std}")
         if self.num_workers < -1:
             raise ConfigError(f"data.num_workers must be >= 0, or -1 for one per CPU core of this rank; got {self.num_workers}")
         if not 0.0 <= self.max_bad_clips < 1.0:

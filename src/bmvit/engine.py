@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bmvit import distributed as dist_utils
-from bmvit.build import ClassInfo, family_of, resolve_data_paths
+from bmvit.build import ClassInfo, clip_normalisation, family_of, resolve_data_paths
 from bmvit.config import ConfigError, DataConfig, EvalConfig
 from bmvit.data.ava import write_ava_csv
 from bmvit.data.transforms import normalize_clips
@@ -355,7 +355,8 @@ def evaluate(
     ``thresholds``: actor thresholds θ to score besides ``eval.threshold``, from the same pass of the
     model (it keeps the detections of the lowest θ); the result gets a ``thresholds`` table.
     """
-    ctx = StepContext(device=device, amp_dtype=amp_dtype, mean=tuple(data_cfg.mean), std=tuple(data_cfg.std))
+    mean, std = clip_normalisation(data_cfg)
+    ctx = StepContext(device=device, amp_dtype=amp_dtype, mean=mean, std=std)
     for value in thresholds:
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"every threshold must be in [0, 1), got {value}")

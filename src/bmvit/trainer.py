@@ -23,6 +23,7 @@ from bmvit import __version__
 from bmvit import distributed as dist_utils
 from bmvit.build import (
     ClassInfo,
+    clip_normalisation,
     create_eval_loader,
     create_model_from_config,
     create_optimizer,
@@ -30,12 +31,20 @@ from bmvit.build import (
     create_split_dataset,
     family_of,
     read_class_info,
+    resolve_normalisation,
 )
-from bmvit.checkpoint import init_from_detector, load_tensors, load_training_state, save_model, save_training_state
+from bmvit.checkpoint import (
+    init_from_detector,
+    load_tensors,
+    load_training_state,
+    read_metadata,
+    save_model,
+    save_training_state,
+)
 from bmvit.config import Config, ConfigError, DataConfig, TrainConfig, save_config
 from bmvit.data.loader import SeededItems, ShardSampler, check_shared_memory, create_loader, default_num_workers
 from bmvit.engine import StepContext, amp_dtype_for, evaluate, train_one_epoch
-from bmvit.models.weights import check_known_file, resolve_weights_path
+from bmvit.models.weights import check_known_file, resolve_weights_path, weights_normalisation
 
 log = logging.getLogger("bmvit.train")
 
@@ -76,8 +85,8 @@ def model_metadata(model: nn.Module, config: Config, classes: ClassInfo) -> dict
         "class_names": classes.class_names,
         "label_map": {str(k): v for k, v in classes.label_map.items()},
         "input_size": list(model.input_size),
-        "mean": list(config.data.mean),
-        "std": list(config.data.std),
+        "mean": list(clip_normalisation(config.data)[0]),
+        "std": list(clip_normalisation(config.data)[1]),
         "resize": config.data.resize,
         "sampling_stride": config.data.sampling_stride,
         "fps": config.data.fps,
@@ -228,7 +237,13 @@ def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | No
     main = dist_utils.is_main_process()
     check_data(config.data)  # errors about the data come before any building
     classes = read_class_info(config.data)
-    model = _create_model(config, classes, main).to(device)
+    model, init_meta = _create_model(config, classes, main)
+    model = model.to(device)
+    norm = resolve_normalisation(config.data, weights_normalisation(model, init_meta),
+                                 weights_given=bool(config.model.backbone_weights or config.model.init_weights))
+    config.data.mean, config.data.std = list(norm.mean), list(norm.std)  # what metadata and config.yaml record
+    if main:
+        print(f"normalisation: mean {config.data.mean}, std {config.data.std} ({norm.source})", flush=True)
     family = family_of(model)
     criterion = family.criterion(config, len(classes.class_ids)).to(device)
     train_set = SeededItems(create_split_dataset(config, model, "train", classes.class_ids, train=True),
@@ -259,8 +274,9 @@ def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | No
     )
 
 
-def _create_model(config: Config, classes: ClassInfo, main: bool) -> nn.Module:
-    """The detector of ``config.model`` for the trained classes, from ``model.init_weights`` if set."""
+def _create_model(config: Config, classes: ClassInfo, main: bool) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The detector of ``config.model`` for the trained classes, from ``model.init_weights`` if set, and
+    that file's metadata (None without one)."""
     model = create_model_from_config(config.model, len(classes.class_ids))
     if model.config.num_classes != len(classes.class_ids):
         raise ConfigError(
@@ -269,13 +285,15 @@ def _create_model(config: Config, classes: ClassInfo, main: bool) -> nn.Module:
         )
     if main and getattr(model, "backbone_weights_report", None) is not None:
         print(model.backbone_weights_report, flush=True)
+    init_meta = None
     if config.model.init_weights:
         init_path = resolve_weights_path(config.model.init_weights)
         check_known_file(init_path)
         report = init_from_detector(model, init_path, classes.class_ids)
+        init_meta = read_metadata(init_path)
         if main:
             print(report, flush=True)
-    return model
+    return model, init_meta
 
 
 def _step_context(config: Config, device: torch.device, amp_dtype: torch.dtype | None, last_path: Path) -> StepContext:

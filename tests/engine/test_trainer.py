@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from bmvit import trainer
@@ -37,6 +38,10 @@ def test_fit_writes_every_output(tiny_dataset, tmp_path, tiny_overrides):
     trained = sorted({int(line.split(",")[6]) for line in train_csv.read_text().splitlines()})
     assert meta["class_ids"] == trained and meta["input_size"] == [4, 64, 64]
     assert meta["run_config"]["train"]["batch_size"] == 2
+    # data.mean/std null: the backbone weights' record (mvit_tiny_8x128.synthetic_seed1) decides, and the
+    # resolved values are what the model file and config.yaml record.
+    assert (meta["mean"], meta["std"]) == ([0.45] * 3, [0.225] * 3) == (config.data.mean, config.data.std)
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["std"] == [0.225] * 3
     result = json.loads((run / "per_class_ap_val.json").read_text())
     assert result["protocol"] == "activitynet" and len(result["per_class"]) == 9
 

@@ -22,10 +22,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from bmvit.build import ClassInfo, create_eval_loader, resolve_normalisation
     from bmvit.checkpoint import load_model
     from bmvit.config import ConfigError, apply_overrides, config_from_dict, load_config
-    from bmvit.build import ClassInfo, create_eval_loader
     from bmvit.engine import evaluate
+    from bmvit.models.weights import Normalisation
     from bmvit.trainer import select_device
 
     try:
@@ -39,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"bmvit eval takes only data.* and eval.* overrides, got {key!r}")
         config = apply_overrides(config, overrides)
         config.eval.validate()
+        # The model file records the normalisation it was trained with: data.mean/std default to it.
+        own = Normalisation(tuple(meta["mean"]), tuple(meta["std"]), "the model file") if "mean" in meta else None
+        norm = resolve_normalisation(config.data, own, weights_given=True)
+        config.data.mean, config.data.std = list(norm.mean), list(norm.std)
         classes = ClassInfo(class_ids=list(meta["class_ids"]), label_map={int(k): v for k, v in meta["label_map"].items()})
         _check_label_map(config, classes)
         out_dir = Path(args.out) if args.out else Path(args.weights).resolve().parent / "eval"

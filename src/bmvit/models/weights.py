@@ -49,6 +49,35 @@ class WeightsFormat:
     missing: tuple[str, ...] = ()
 
 
+KINETICS_MEAN = (0.45, 0.45, 0.45)
+KINETICS_STD = (0.225, 0.225, 0.225)
+"""PySlowFast's Kinetics normalisation (RGB, [0, 1] scale): what a model is fed when no weights say otherwise."""
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """The per-channel mean and std (RGB, [0, 1] scale) some weights were trained with, and where that is known from."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+
+
+def weights_normalisation(model: nn.Module, detector_metadata: dict | None = None) -> Normalisation | None:
+    """The normalisation ``model``'s pretrained weights expect: a bmvit model file's metadata
+    (``detector_metadata``, the file ``model.init_weights`` started it from) first, else the
+    ``KNOWN_WEIGHTS`` record its backbone weights' file matched (``model.backbone_weights_report``).
+    None when no weights were loaded, or when they match no record (a bare state dict)."""
+    if detector_metadata and "mean" in detector_metadata and "std" in detector_metadata:
+        return Normalisation(tuple(detector_metadata["mean"]), tuple(detector_metadata["std"]),
+                             "the model file of model.init_weights")
+    report = getattr(model, "backbone_weights_report", None)
+    if report is not None and report.spec in KNOWN_WEIGHTS:
+        spec = KNOWN_WEIGHTS[report.spec]
+        return Normalisation(spec.mean, spec.std, f"the record of {spec.name}")
+    return None
+
+
 @dataclass(frozen=True)
 class WeightsSpec:
     """A pretrained weights file we know of. The license travels with the record.
