@@ -260,16 +260,52 @@ def test_group_same_box_different_person_and_file_order(tmp_path):
     text = (
         "v,0902,0.5,0.5,0.6,0.6,1,7\n"
         "v,0902,0.1,0.1,0.2,0.2,2,3\n"
-        "v,0902,0.5,0.5,0.6,0.6,3,8\n"  # same box, another person id: another person
+        "v,0902,0.5,0.5,0.6,0.6,3,8\n"  # same box, another person id
         "v,0902,0.5,0.5,0.6,0.6,4,7\n"
     )
     rows = read_annotations(write(tmp_path, "a.csv", text))
-    (k,) = group_by_keyframe(rows)
+    (k,) = group_by_keyframe(rows)  # PySlowFast's box key (the default) merges them, in file order
+    assert k.action_ids == ((1, 3, 4), (2,))
+    assert k.person_ids.tolist() == [-1, 3]  # 7 and 8 disagree: no single person id
+    np.testing.assert_array_equal(k.boxes_xyxy, [[0.5, 0.5, 0.6, 0.6], [0.1, 0.1, 0.2, 0.2]])
+    (k,) = group_by_keyframe(rows, key="person")  # one target per (box, person id)
     assert k.person_ids.tolist() == [7, 3, 8]  # first appearance in the file
     assert k.action_ids == ((1, 4), (2,), (3,))
-    (k,) = group_by_keyframe(rows, key="box")  # PySlowFast's box key merges them
-    assert k.action_ids == ((1, 3, 4), (2,))
-    assert k.person_ids.tolist() == [-1, -1]
+
+
+def test_group_box_under_two_person_ids_is_one_target_with_both_actions(tmp_path):
+    """The training grouping: one target per box, labels the union over its person ids (PySlowFast)."""
+    text = (
+        "v,0902,0.2,0.1,0.6,0.9,12,4\n"
+        "v,0902,0.2,0.1,0.6,0.9,80,5\n"  # the same box under person 5, another action
+        "v,0902,0.2,0.1,0.6,0.9,12,5\n"  # and an action both carry: still one column set
+        "v,0903,0.2,0.1,0.6,0.9,80,4\n"  # the same box at the next second is another key frame's
+    )
+    rows = read_annotations(write(tmp_path, "a.csv", text))
+    first, second = group_by_keyframe(rows, class_ids=[12, 14, 80])
+    assert len(first) == 1
+    assert first.action_ids == ((12, 80),)
+    np.testing.assert_array_equal(first.labels, [[1, 0, 1]])
+    np.testing.assert_array_equal(first.boxes_xyxy, [[0.2, 0.1, 0.6, 0.9]])
+    assert first.person_ids.tolist() == [-1] and first.person_ids.dtype == np.int64
+    assert second.action_ids == ((80,),) and second.person_ids.tolist() == [4]  # one id: kept
+
+
+def test_group_different_boxes_of_one_person_id_stay_apart(tmp_path):
+    text = (
+        "v,0902,0.1,0.1,0.4,0.9,12,2\n"
+        "v,0902,0.5,0.1,0.9,0.9,14,2\n"  # person id 2 again, another box
+        "v,0902,0.1,0.1,0.4,0.9,80,2\n"
+        "v,0902,0.1,0.1,0.4,0.901,14,2\n"  # differs in one coordinate: another box
+    )
+    rows = read_annotations(write(tmp_path, "a.csv", text))
+    (k,) = group_by_keyframe(rows, class_ids=[12, 14, 80])
+    assert len(k) == 3
+    assert k.action_ids == ((12, 80), (14,), (14,))
+    assert k.person_ids.tolist() == [2, 2, 2]
+    np.testing.assert_array_equal(k.labels, [[1, 0, 1], [0, 1, 0], [0, 1, 0]])
+    with pytest.raises(ValueError, match="key must be 'box' or 'person'"):
+        group_by_keyframe(rows, key="tube")
 
 
 def test_group_unknown_action(tmp_path):
@@ -294,8 +330,9 @@ def test_group_valid_seconds(tmp_path, caplog):
 def test_group_rejects_scores_as_person_ids(tmp_path):
     rows = read_detections(write(tmp_path, "d.csv", "v,0902,0.1,0.1,0.2,0.2,5,0.75\n"))
     with pytest.raises(ValueError, match=r"d\.csv:1: person_id 0.75 is not an integer .*key='box'"):
-        group_by_keyframe(rows)
-    assert group_by_keyframe(rows, key="box")[0].action_ids == ((5,),)
+        group_by_keyframe(rows, key="person")
+    (k,) = group_by_keyframe(rows, key="box")
+    assert k.action_ids == ((5,),) and k.person_ids.tolist() == [-1]  # a score is no person id
 
 
 def test_helpers(tmp_path):
@@ -304,13 +341,14 @@ def test_helpers(tmp_path):
     assert image_key("vidA", 902) == "vidA,0902"
 
 
-def test_grouping_matches_a_plain_python_reference():
-    """Vectorised grouping equals a dictionary-based reference on random rows."""
+@pytest.mark.parametrize("key", ["box", "person"])
+def test_grouping_matches_a_plain_python_reference(key):
+    """Vectorised grouping equals a dictionary-based reference on random rows, in both modes."""
     from bmvit.data.ava import BoxRows
 
     rng = np.random.default_rng(0)
     n = 400
-    boxes = np.round(rng.random((n, 4)) * 3) / 4  # few distinct boxes so people repeat
+    boxes = np.round(rng.random((n, 4)) * 3) / 4  # few distinct boxes so boxes and people repeat
     rows = BoxRows(
         path="mem",
         video_ids=rng.choice(["a", "b", "c"], n),
@@ -320,15 +358,27 @@ def test_grouping_matches_a_plain_python_reference():
         extra=rng.integers(0, 3, n).astype(np.float64),
         lines=np.arange(1, n + 1),
     )
-    reference: dict = {}
+    reference: dict = {}  # (video, second) -> target key -> (person ids, actions), in file order
     for i in range(n):
         frame = reference.setdefault((str(rows.video_ids[i]), int(rows.timestamps[i])), {})
-        person = frame.setdefault((tuple(boxes[i].tolist()), int(rows.extra[i])), set())
+        box = tuple(boxes[i].tolist())
+        target = box if key == "box" else (box, int(rows.extra[i]))
+        pids, actions = frame.setdefault(target, (set(), set()))
+        pids.add(int(rows.extra[i]))
         if rows.action_ids[i] >= 0:
-            person.add(int(rows.action_ids[i]))
-    frames = group_by_keyframe(rows)
+            actions.add(int(rows.action_ids[i]))
+    frames = group_by_keyframe(rows, key=key)
     assert [(k.video_id, k.timestamp) for k in frames] == sorted(reference)
+    merged = 0
     for k in frames:
-        ref = reference[(k.video_id, k.timestamp)]
-        got = [((tuple(b.tolist()), int(p)), set(a)) for b, p, a in zip(k.boxes_xyxy, k.person_ids, k.action_ids)]
-        assert got == list(ref.items())  # same people, same first-appearance order, same actions
+        ref = [
+            (target, pids.pop() if len(pids) == 1 else -1, actions)
+            for target, (pids, actions) in reference[(k.video_id, k.timestamp)].items()
+        ]
+        merged += sum(p == -1 for _, p, _ in ref)
+        got = [
+            (tuple(b.tolist()) if key == "box" else (tuple(b.tolist()), int(p)), int(p), set(a))
+            for b, p, a in zip(k.boxes_xyxy, k.person_ids, k.action_ids)
+        ]
+        assert got == ref  # same targets, same first-appearance order, same person ids and actions
+    assert (merged > 0) == (key == "box")  # the rows do put boxes under several person ids

@@ -274,6 +274,30 @@ def test_duplicate_row_is_a_warning(tmp_path, capsys):
     assert finding.line == len(lines) + 1
 
 
+def test_boxes_under_several_person_ids_are_counted(tmp_path, capsys):
+    """The summary counts, per split, the boxes (and their key frames) annotated under more than one
+    person id: training merges each into one target, as PySlowFast does."""
+    root = make_root(tmp_path)
+    key = "boxes under several person ids"
+    clean = check(root, media=False)
+    assert clean.facts[key].startswith("train 0 of 12 boxes in 0 of 6 key frames, val 0 of 6 boxes in 0 of 3")
+    csv_path = root / "annotations" / "ava_train_v2.2.csv"
+    csv_path.write_text(csv_path.read_text() + (
+        "vtrainA,0903,0.1,0.2,0.5,0.9,3,4\n"  # person 0's box at 903, also under person id 4
+        "vtrainA,0903,0.1,0.2,0.5,0.9,1,4\n"  # id 4 again: still one box with two ids
+        "vtrainB,0904,0.6,0.1,0.9,0.8,1,7\n"  # person 1's box at 904, also under person id 7
+        "vtrainB,0904,0.6,0.1,0.9,0.7,2,1\n"  # person 1 in another box: no shared box
+        "vtrainB,0901,0.6,0.1,0.9,0.8,1,7\n"  # outside the key-frame seconds: not counted
+    ))
+    assert run_cli(str(root), "--expected-frames", str(FRAMES)) == 0
+    out = capsys.readouterr().out
+    assert f"  {key}: train 2 of 13 boxes in 2 of 6 key frames, val 0 of 6 boxes in 0 of 3 key frames" in out
+    report = check(root, media=False)
+    assert report.facts["_shared_boxes"]["train"] == {"key_frames": 2, "boxes": 2, "all_key_frames": 6,
+                                                      "all_boxes": 13}
+    assert report.to_dict()["facts"]["shared_boxes"]["val"]["boxes"] == 0
+
+
 def test_seconds_outside_valid_range(tmp_path):
     root = make_root(tmp_path)
     csv_path = root / "annotations" / "ava_train_v2.2.csv"

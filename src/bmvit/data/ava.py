@@ -97,7 +97,8 @@ class KeyFrame:
             frame number.
         boxes_xyxy: [P, 4] float64, normalised x1, y1, x2, y2 of the key frame.
         action_ids: P sorted tuples of the person's action ids (empty tuple: no action).
-        person_ids: [P] int64, -1 where the file gives none.
+        person_ids: [P] int64, -1 where the file gives none, or (``group_by_keyframe(key="box")``)
+            where the rows merged into the box carry different person ids.
         labels: [P, C] float32 multi-hot over the ``class_ids`` given to ``group_by_keyframe``
             (column j is ``class_ids[j]``), or None when none were given.
         frame_index: the key frame's 0-based index in its frame source when the dataset is annotated
@@ -654,25 +655,45 @@ def group_by_keyframe(
     rows: BoxRows,
     class_ids: Sequence[int] | None = None,
     *,
-    key: Literal["person", "box"] = "person",
+    key: Literal["box", "person"] = "box",
     unknown: Literal["error", "ignore"] = "error",
     valid_seconds: tuple[int, int] | None = None,
 ) -> list[KeyFrame]:
-    """Group box rows into key frames, one entry per person, sorted by (video_id, timestamp).
+    """Group box rows into key frames, one entry per target box, sorted by (video_id, timestamp).
 
-    A person is the set of rows of one key frame sharing the box and the person id (``key="person"``;
-    PySlowFast groups by the box text alone, ``key="box"``, which the person-box files with a score in
-    the last column need). People keep the order of their first row in the file.
+    ``key="box"`` (the default, what ``AVADataset`` trains on) does what PySlowFast's
+    ``ava_helper.parse_bboxes_file`` does: the rows of one key frame with the same box are one target,
+    whatever their person ids, and its actions are the union of theirs. A box annotated under two
+    person ids is therefore one target with both persons' actions, not two targets on the same box
+    each with half of them. The merged target's person id is the one its rows share; -1 when they
+    disagree (no single person is right, and -1 cannot be mistaken for either one), when the file
+    gives none, or when the last column holds non-integer numbers (a detection file's scores).
+    PySlowFast keys a box by the text of its four coordinate columns; here the parsed values are
+    compared, which is the same for files that print every box the same way (AVA's do) and merges
+    ``0.1`` with ``0.100`` where PySlowFast would not.
+
+    ``key="person"`` keeps the rows of one box under different person ids apart: a target per
+    (box, person id), the person id required to be an integer.
+
+    Targets keep the order of their first row in the file (PySlowFast's dictionary order).
 
     Args:
-        rows: from ``read_annotations``.
-        class_ids: the trained classes, in column order of the multi-hot ``labels``. An action id
-            outside them is an error naming file and line (``unknown="error"``), or is left out of
-            ``labels`` (``unknown="ignore"``; counted and logged; the person stays, with the remaining
-            labels, possibly none). Empty action ids (-1) never count.
+        rows: from ``read_annotations`` (or ``read_detections`` with ``key="box"``): N rows, boxes
+            ``[N, 4]`` normalised ``x1, y1, x2, y2``.
+        class_ids: the trained classes, in column order of the multi-hot ``labels`` ``[P, C]``. An
+            action id outside them is an error naming file and line (``unknown="error"``), or is left
+            out of ``labels`` (``unknown="ignore"``; counted and logged; the target stays, with the
+            remaining labels, possibly none). Empty action ids (-1) never count.
+        key: ``"box"`` or ``"person"``, as above.
         valid_seconds: inclusive (first, last) key-frame seconds; rows outside are left out, counted and
             logged (AVA: ``AVA_VALID_SECONDS``, as PySlowFast's ``get_keyframe_data``).
+
+    Returns:
+        One ``KeyFrame`` per annotated (video_id, timestamp): ``boxes_xyxy`` ``[P, 4]``,
+        ``action_ids`` (P sorted tuples), ``person_ids`` ``[P]``, ``labels`` ``[P, C]`` or None.
     """
+    if key not in ("box", "person"):
+        raise ValueError(f"group_by_keyframe: key must be 'box' or 'person', got {key!r}")
     if len(rows) == 0:
         return []
     n = len(rows)
@@ -696,21 +717,19 @@ def group_by_keyframe(
             if n == 0:
                 return []
 
+    pid = rows.extra
+    whole = np.isfinite(pid) & (pid == np.round(pid))  # a person id; NaN (none) or a score is not
     if key == "person":
-        pid = rows.extra
-        known = np.isfinite(pid)
-        non_integer = known & (pid != np.round(pid))
+        non_integer = np.isfinite(pid) & ~whole
         if non_integer.any():
             r = int(np.flatnonzero(non_integer)[0])
             raise ValueError(
                 f"{rows.path}:{int(rows.lines[r])}: person_id {float(pid[r])!r} is not an integer "
                 "(a detection file's score column? group those with key='box')"
             )
-        person_key = np.where(known, pid, -1.0)
-    elif key == "box":
-        person_key = np.zeros(n)
+        person_key = np.where(whole, pid, -1.0)
     else:
-        raise ValueError(f"group_by_keyframe: key must be 'person' or 'box', got {key!r}")
+        person_key = np.zeros(n)  # one group per box: the person id takes no part
 
     video_names, video_idx = np.unique(rows.video_ids, return_inverse=True)
     video_idx = video_idx.reshape(-1)
@@ -720,7 +739,7 @@ def group_by_keyframe(
     if class_ids is not None:
         col_of_row = _columns_for(rows, np.asarray(list(class_ids), dtype=np.int64), unknown)
 
-    # Actions per person (sorted, unique, empty ids left out): one pass over rows sorted by (person, action).
+    # Actions per target (sorted, unique, empty ids left out): one pass over rows sorted by (target, action).
     row_order = np.lexsort((rows.action_ids, person_of_row))
     actions_of: list[list[int]] = [[] for _ in range(first_row.size)]
     for p, a in zip(person_of_row[row_order].tolist(), rows.action_ids[row_order].tolist()):
@@ -734,7 +753,7 @@ def group_by_keyframe(
     if col_of_row is not None:
         multi_hot = np.zeros((first_row.size, num_classes), dtype=np.float32)
         has = col_of_row >= 0
-        multi_hot[person_of_row[has], col_of_row[has]] = 1.0
+        multi_hot[person_of_row[has], col_of_row[has]] = 1.0  # rows merged into one box: the union
 
     p_video = video_idx[first_row]
     p_time = rows.timestamps[first_row]
@@ -742,9 +761,8 @@ def group_by_keyframe(
     starts = np.concatenate([[0], frame_bounds])
     ends = np.concatenate([frame_bounds, [first_row.size]])
     boxes = rows.boxes_xyxy[first_row]
-    pids = np.where(np.isfinite(rows.extra[first_row]), rows.extra[first_row], -1).astype(np.int64)
-    if key == "box":
-        pids = np.full(first_row.size, -1, dtype=np.int64)
+    row_pid = np.where(whole, pid, -1).astype(np.int64)
+    pids = _shared_person_ids(person_of_row, row_pid, first_row.size)
     out = []
     for s, e in zip(starts.tolist(), ends.tolist()):
         out.append(
@@ -758,6 +776,19 @@ def group_by_keyframe(
             )
         )
     return out
+
+
+def _shared_person_ids(target_of_row: np.ndarray, row_pid: np.ndarray, num_targets: int) -> np.ndarray:
+    """Person id of each target ``[P]`` int64: the one all its rows carry, -1 where they differ.
+
+    ``target_of_row`` ``[N]`` numbers the targets 0..P-1; ``row_pid`` ``[N]`` int64 holds -1 for a row
+    without a person id (which then makes its target's id -1 too, unless every row lacks one).
+    """
+    lowest = np.full(num_targets, np.iinfo(np.int64).max, dtype=np.int64)
+    highest = np.full(num_targets, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(lowest, target_of_row, row_pid)
+    np.maximum.at(highest, target_of_row, row_pid)
+    return np.where(lowest == highest, lowest, -1)
 
 
 def _person_index(

@@ -323,6 +323,7 @@ def check_dataset(
             _check_rows(split_rows, split, label_map, layout, options, report)
     keys = _collect_keyframes(rows, options)
     report.facts["key frames"] = _describe_keyframes(rows, keys, options)
+    report.facts["boxes under several person ids"] = _describe_shared_boxes(rows, options, report)
     folders: dict[str, _Folder] = {}
     if "frames" in sources:
         folders = timed("frame folders", _check_frame_folders, layout, keys, options, report)
@@ -741,6 +742,67 @@ def _describe_keyframes(rows: dict[str, BoxRows | None], keys: dict[str, _VideoK
             pairs = np.unique(video[valid] * (hi - lo + 1) + (r.timestamps[valid] - lo)).size
             parts.append(f"{pairs:,} {split}")
     return f"{', '.join(parts) or 'none'} in {len(keys)} videos"
+
+
+def _describe_shared_boxes(rows: dict[str, BoxRows | None], options: CheckOptions, report: CheckReport) -> str:
+    """Per split: boxes of a key frame annotated under more than one person id, and their key frames.
+
+    Training groups a key frame's rows by box (``group_by_keyframe``'s default, as PySlowFast), so
+    each such box is one target with the actions of all its person ids. The counts also go to
+    ``report.facts["_shared_boxes"]`` (``{split: {"key_frames", "boxes", "all_key_frames", "all_boxes"}}``).
+    """
+    parts, counts = [], {}
+    for split in ("train", "val"):
+        r = rows.get(split)
+        if r is None or not len(r):
+            continue
+        frames, boxes, all_frames, all_boxes = _count_shared_boxes(r, options.valid_seconds)
+        counts[split] = {"key_frames": frames, "boxes": boxes, "all_key_frames": all_frames, "all_boxes": all_boxes}
+        parts.append(f"{split} {boxes:,} of {all_boxes:,} boxes in {frames:,} of {all_frames:,} key frames")
+    report.facts["_shared_boxes"] = counts
+    if not parts:
+        return "none"
+    return ", ".join(parts) + " (each trained as one target with the actions of all its ids, as PySlowFast)"
+
+
+def _count_shared_boxes(rows: BoxRows, valid_seconds: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(key frames, boxes) annotated under more than one person id, then all (key frames, boxes).
+
+    Only rows within ``valid_seconds`` count (the others are no key frame). Boxes are compared as
+    parsed values, as ``group_by_keyframe`` does; a missing or non-integer person id counts as one
+    more id (-1), so a box given once with and once without an id is counted.
+    """
+    lo, hi = valid_seconds
+    keep = (rows.timestamps >= lo) & (rows.timestamps <= hi)
+    if not keep.any():
+        return 0, 0, 0, 0
+    video = _video_index(rows)[1][keep]
+    seconds = rows.timestamps[keep]
+    boxes = rows.boxes_xyxy[keep]
+    pid = rows.extra[keep]
+    person = np.where(np.isfinite(pid) & (pid == np.round(pid)), pid, -1.0)
+    frame_keys = (seconds, video)
+    box_keys = (boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0])
+    order = np.lexsort((person, *box_keys, *frame_keys))
+
+    def starts(keys: Sequence[np.ndarray]) -> np.ndarray:
+        """[M] bool: the sorted row starts a new run of ``keys``."""
+        new = np.zeros(order.size, dtype=bool)
+        new[0] = True
+        for k in keys:
+            ks = k[order]
+            new[1:] |= ks[1:] != ks[:-1]
+        return new
+
+    new_frame = starts(frame_keys)
+    new_box = new_frame | starts(box_keys)
+    new_person = new_box | starts((person,))
+    box_of_row = np.cumsum(new_box) - 1
+    ids_per_box = np.bincount(box_of_row, weights=new_person)  # distinct person ids of each box
+    frame_of_box = (np.cumsum(new_frame) - 1)[new_box]
+    shared = ids_per_box > 1
+    return (int(np.unique(frame_of_box[shared]).size), int(shared.sum()), int(new_frame.sum()),
+            int(new_box.sum()))
 
 
 @functools.lru_cache(maxsize=4)
