@@ -3,7 +3,8 @@
 Formats are named in every function: ``cxcywh`` (centre x, centre y, width, height) and ``xyxy``
 (top-left x, top-left y, bottom-right x, bottom-right y). Coordinates are usually normalised to
 [0, 1] of the key frame, but nothing here depends on the scale. Every IoU here is the
-continuous-coordinate one (width ``x2 - x1``, no ``+ 1`` pixel convention).
+continuous-coordinate one (width ``x2 - x1``, no ``+ 1`` pixel convention), except
+``act_pixel_iou_numpy``, ACT's pixel IoU for scoring UCF101-24 / JHMDB-21 as ACT does.
 """
 
 from __future__ import annotations
@@ -113,3 +114,27 @@ def box_iou_numpy(boxes1_xyxy: np.ndarray, boxes2_xyxy: np.ndarray) -> np.ndarra
     Same arithmetic as ``matched_box_iou_numpy`` (continuous coordinates, NaN for two empty boxes).
     """
     return matched_box_iou_numpy(np.asarray(boxes1_xyxy)[:, None, :], np.asarray(boxes2_xyxy)[None, :, :])
+
+
+def act_pixel_iou_numpy(boxes1_xyxy: np.ndarray, boxes2_xyxy: np.ndarray) -> np.ndarray:
+    """ACT's IoU of pixel boxes (``ACT_utils.py``: ``iou2d``, and per frame in ``iou3d``), paired by numpy
+    broadcasting like ``matched_box_iou_numpy``: ``[..., 4]`` xyxy and ``[..., 4]`` xyxy -> ``[...]``.
+
+    Boxes are x1, y1, x2, y2 in pixels with inclusive corners, so a box spans ``x2 - x1 + 1`` pixels:
+    ``area = (x2 - x1 + 1) * (y2 - y1 + 1)`` and the intersection runs from ``max(x1)`` to ``min(x2 + 1)``.
+    The expressions are ACT's, grouped as ACT groups them, and each box's own terms are computed in its own
+    dtype before the two meet: ACT holds detections in float32 and ground truth in float64, and a float32
+    ``x2 + 1`` or area rounds differently from a float64 one, which decides IoUs that sit on a threshold.
+    Nothing is clipped and areas are not clamped; two boxes with a zero union give NaN (0 / 0), as in ACT.
+    Only meaningful in pixels: on normalised boxes the ``+ 1`` swamps the box sizes.
+    """
+    area1 = (boxes1_xyxy[..., 2] - boxes1_xyxy[..., 0] + 1) * (boxes1_xyxy[..., 3] - boxes1_xyxy[..., 1] + 1)
+    area2 = (boxes2_xyxy[..., 2] - boxes2_xyxy[..., 0] + 1) * (boxes2_xyxy[..., 3] - boxes2_xyxy[..., 1] + 1)
+    x_lo = np.maximum(boxes1_xyxy[..., 0], boxes2_xyxy[..., 0])
+    y_lo = np.maximum(boxes1_xyxy[..., 1], boxes2_xyxy[..., 1])
+    x_hi = np.minimum(boxes1_xyxy[..., 2] + 1, boxes2_xyxy[..., 2] + 1)
+    y_hi = np.minimum(boxes1_xyxy[..., 3] + 1, boxes2_xyxy[..., 3] + 1)
+    # The Python int 0 keeps the array's dtype (a float32 pair stays float32, as in ACT's tube linking).
+    intersection = np.maximum(0, x_hi - x_lo) * np.maximum(0, y_hi - y_lo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return intersection / (area1 + area2 - intersection)

@@ -331,7 +331,7 @@ def ucf_jhmdb_dataset(
         train = split == "train" if train is None else train
         transform = create_transforms(train, input_size, mean=mean, std=std, resize=resize)
     names = ann.label_map()
-    return KeyFrameDataset(
+    dataset = KeyFrameDataset(
         keyframes,
         refs,
         ids,
@@ -340,6 +340,9 @@ def ucf_jhmdb_dataset(
         transform=transform,
         class_names=[names.get(c, str(c)) for c in ids],
     )
+    # Evaluation scores in ACT's pixel space against the unclipped tubes (training's boxes are clipped).
+    dataset.act_annotations = ann
+    return dataset
 
 
 __all__ = [
