@@ -447,3 +447,62 @@ def test_two_workers_report_failures_like_one(prepared, raw, ann, tmp_path, caps
         return {line.strip() for line in text.splitlines() if line.startswith("    ")}
 
     assert reasons(out) == reasons(prepared[2]) and len(reasons(out)) == 4
+
+
+# ----------------------------------------------------------------------------------------- --download
+
+
+def test_download_then_prepare(raw, ann, tmp_path, capsys):
+    """``--download`` from a local mirror with the bucket's layout: the list is fetched into ANN_DIR, the
+    two good videos are downloaded and prepared; a listed file the mirror lacks fails its download only,
+    and the exit status says so. (``tests/data/test_download.py`` covers resuming and the size checks.)"""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+            pass
+
+    mirror = tmp_path / "mirror"
+    (mirror / "trainval").mkdir(parents=True)
+    (mirror / "annotations").mkdir()
+    for name in ("ok30.mkv", "ok25.mp4"):
+        (mirror / "trainval" / name).symlink_to(raw / name)
+    (mirror / "annotations" / pa.VIDEO_LIST_NAME).write_text("ok30.mkv\nok25.mp4\ngone.mkv\n")
+    ann_dir = tmp_path / "ann"
+    shutil.copytree(ann, ann_dir)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(mirror)))
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}/trainval/"
+    videos, root = tmp_path / "raw", tmp_path / "root"
+    argv = ["--download", "--download-url", base, "--download-workers", "2", "--videos", videos,
+            "--annotations", ann_dir, "--out", root, "--short-side", "0", "--workers", "1"]
+    try:
+        rc = run_cli(*argv)
+        captured = capsys.readouterr()
+        rerun = run_cli(*argv)  # again: nothing to download but gone.mkv, nothing to prepare
+        again = capsys.readouterr().out
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert rc == 1  # gone.mkv
+    assert (ann_dir / pa.VIDEO_LIST_NAME).read_text() == "ok30.mkv\nok25.mp4\ngone.mkv\n"
+    assert sorted(p.name for p in videos.iterdir()) == ["ok25.mp4", "ok30.mkv"]
+    for name in ("ok30.mkv", "ok25.mp4"):
+        assert (videos / name).read_bytes() == (raw / name).read_bytes()
+    out = captured.out
+    assert f"download into {videos} from {base} (2 at a time)" in out
+    assert "downloaded:    2 file(s)" in out and "failed:        1 file(s)" in out
+    assert "    gone.mkv: HTTP 404" in out
+    assert "done:    2 video(s), 54002 frames" in out
+    assert f"missing: 1 video(s) listed in {ann_dir / pa.VIDEO_LIST_NAME} but not found: gone" in out
+    assert "FAILED gone.mkv: HTTP 404" in captured.err
+    for vid in ("ok30", "ok25"):
+        assert pa.is_done(root, vid, pa.PrepareSettings(short_side=0))
+        assert len(os.listdir(root / "frames" / vid)) == pa.NUM_FRAMES + 1
+    assert list(read_frame_lists(root / "frame_lists" / "train.csv")) == ["ok30"]
+    assert list(read_frame_lists(root / "frame_lists" / "val.csv")) == ["ok25"]
+    assert (root / "annotations" / pa.VIDEO_LIST_NAME).is_file()
+    assert rerun == 1 and "downloaded:    0 file(s)" in again and "already there: 2 file(s)" in again
+    assert "skipped: 2 video(s) already done" in again
