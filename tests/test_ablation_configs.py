@@ -139,7 +139,8 @@ def test_ablation_changes_its_keys_of_the_base_and_nothing_else(path: Path):
 
 # Candidate tokens per clip at 4x64x64 (a 2x4x4 token grid after the shrink, 2x2x2 with scale5's pooling kept).
 CANDIDATES = {"token_temporal_mean": 16, "token_all": 32, "scale5_pooling_kept": 4, "input_letterbox": 16,
-              "box_token_local": 16, "bmvit_vit_b_ava22": 16, "bmvit_hiera_l_ava22": 16}
+              "input_short_side": 16, "box_token_local": 16, "scale5_kv_full": 16,
+              "layer_decay_per_stage": 16, "bmvit_vit_b_ava22": 16, "bmvit_hiera_l_ava22": 16}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_ids(CONFIGS))

@@ -98,3 +98,104 @@ def test_weights_of_unknown_normalisation_get_kinetics_with_a_warning_saying_so(
     recwarn.clear()
     resolve_normalisation(DataConfig(), None, weights_given=False)  # random weights: nothing to contradict
     assert not recwarn.list
+
+
+# ------------------------------------------------------------------------------------------------
+# layer-wise LR decay: per block (the default) or per stage (optim.layer_decay_unit)
+
+
+class _Detector(nn.Module):
+    """The parameter naming create_optimizer reads: ``backbone.*`` and a head outside it."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(4, 4)
+
+
+def _scales(model: nn.Module, **optim) -> dict[str, float]:
+    from bmvit.build import create_optimizer
+    from bmvit.config import OptimConfig
+
+    ids = {id(p): n for n, p in model.named_parameters()}
+    optimizer = create_optimizer(model, OptimConfig(lr=1.0, head_lr_mult=3.0, **optim))
+    return {ids[id(p)]: g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+
+
+def _depth_scale(scales: dict[str, float], prefix: str) -> set[float]:
+    return {round(v, 12) for k, v in scales.items() if k.startswith(prefix)}
+
+
+def test_layer_decay_per_block_and_per_stage_on_a_tiny_mvit():
+    import bmvit
+
+    model = _Detector(bmvit.create_backbone("mvit_tiny"))  # depths (1, 1, 2, 1)
+    assert model.backbone.cfg.depths == (1, 1, 2, 1)
+    d = 0.5
+    # block: 5 blocks; stem 0.5^6, block i 0.5^(5 - i), the final norm 1, the head head_lr_mult.
+    block = _scales(model, layer_decay=d)
+    assert block == _scales(model, layer_decay=d, layer_decay_unit="block")  # the default
+    expected_block = {"backbone.patch_embed.": 2**-6, "backbone.cls_token": 2**-6, "backbone.blocks.0.": 2**-5,
+                      "backbone.blocks.1.": 2**-4, "backbone.blocks.2.": 2**-3, "backbone.blocks.3.": 2**-2,
+                      "backbone.blocks.4.": 2**-1, "backbone.norm.": 1.0, "head.": 3.0}
+    # stage: 4 stages; stem 0.5^5, stage s 0.5^(4 - s), the final norm 1.
+    stage = _scales(model, layer_decay=d, layer_decay_unit="stage")
+    expected_stage = {"backbone.patch_embed.": 2**-5, "backbone.cls_token": 2**-5, "backbone.blocks.0.": 2**-4,
+                      "backbone.blocks.1.": 2**-3, "backbone.blocks.2.": 2**-2, "backbone.blocks.3.": 2**-2,
+                      "backbone.blocks.4.": 2**-1, "backbone.norm.": 1.0, "head.": 3.0}
+    for scales, expected in ((block, expected_block), (stage, expected_stage)):
+        assert all(any(k.startswith(p) for p in expected) for k in scales), sorted(scales)
+        for prefix, value in expected.items():
+            assert _depth_scale(scales, prefix) == {value}, (prefix, _depth_scale(scales, prefix))
+
+
+def test_layer_decay_per_block_is_the_formula_it_always_was():
+    """The default reproduces the per-block rule stem 0, block i -> i + 1, the rest n + 1, on every family."""
+    import re
+
+    import bmvit
+
+    for name in ("mvit_tiny", "hiera_tiny", "vit_tiny"):
+        model = _Detector(bmvit.create_backbone(name))
+        n = len(model.backbone.blocks)
+        for key, scale in _scales(model, layer_decay=0.75).items():
+            match = re.search(r"\.blocks\.(\d+)\.", key)
+            if not key.startswith("backbone."):
+                assert scale == 3.0, key
+            elif match:
+                assert scale == pytest.approx(0.75 ** (n - int(match.group(1)))), key
+            elif re.search(r"(patch_embed|cls_token|pos_embed|rel_pos)", key):
+                assert scale == pytest.approx(0.75 ** (n + 1)), key
+            else:
+                assert scale == 1.0, key
+
+
+def test_layer_decay_per_stage_on_hiera_reads_its_stages():
+    import bmvit
+
+    model = _Detector(bmvit.create_backbone("hiera_tiny"))
+    stages = model.backbone.cfg.stages
+    scales = _scales(model, layer_decay=0.5, layer_decay_unit="stage")
+    first = 0
+    for s, depth in enumerate(stages):
+        for i in range(first, first + depth):
+            assert _depth_scale(scales, f"backbone.blocks.{i}.") == {0.5 ** (len(stages) - s)}, i
+        first += depth
+
+
+def test_layer_decay_per_stage_refuses_a_vit_naming_the_key():
+    import bmvit
+    from bmvit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"optim.layer_decay_unit=stage needs a hierarchical backbone.*"
+                                          r"VisionTransformer has none"):
+        _scales(_Detector(bmvit.create_backbone("vit_tiny")), layer_decay=0.75, layer_decay_unit="stage")
+
+
+def test_layer_decay_unit_is_validated():
+    from bmvit.config import ConfigError
+
+    assert load_config(None, []).optim.layer_decay_unit == "block"
+    assert load_config(None, ["optim.layer_decay_unit=stage"]).optim.layer_decay_unit == "stage"
+    with pytest.raises(ConfigError, match="optim.layer_decay_unit must be block or stage, got 'layer'"):
+        load_config(None, ["optim.layer_decay_unit=layer"]).validate()

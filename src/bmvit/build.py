@@ -410,21 +410,51 @@ def _layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
+def _block_stages(model: nn.Module, num_blocks: int) -> list[int]:
+    """The stage of each backbone block, read from the backbone's config: MViT's ``depths`` or Hiera's
+    ``stages`` (blocks per stage). Raises ``ConfigError`` for a backbone without stages (ViT), rather than
+    falling back to blocks: a run asked for per-stage decay would otherwise train with another schedule."""
+    backbone = getattr(model, "backbone", None)
+    cfg = getattr(backbone, "cfg", None)
+    depths = next((getattr(cfg, key) for key in ("depths", "stages") if isinstance(getattr(cfg, key, None), tuple)),
+                  None)
+    if depths is None:
+        raise ConfigError(f"optim.layer_decay_unit=stage needs a hierarchical backbone (MViT, Hiera) with "
+                          f"stages; {type(backbone).__name__} has none: use optim.layer_decay_unit=block")
+    if sum(depths) != num_blocks:
+        raise ConfigError(f"optim.layer_decay_unit=stage: the backbone's stages {tuple(depths)} hold {sum(depths)} "
+                          f"blocks, its parameters name {num_blocks}")
+    return [s for s, depth in enumerate(depths) for _ in range(depth)]
+
+
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW with layer-wise LR decay and no weight decay on norms, biases and position tables.
+
+    A parameter at depth ``d`` of ``n`` (stem 0, units 1..n, the rest n + 1) gets ``layer_decay ** (n + 1 - d)``
+    of the peak rate. The unit is a block (``optim.layer_decay_unit=block``: ``n`` = the number of blocks) or
+    a stage of a hierarchical backbone (``stage``: every block of stage ``s`` at depth ``s + 1``).
 
     On CUDA the fused AdamW kernel updates every parameter in a few launches instead of several per
     tensor; the CPU keeps the default implementation, which is what the CPU tests pin down."""
     no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     num_layers = max((int(m.group(1)) for n in names if (m := re.search(r"\.blocks\.(\d+)\.", n))), default=-1) + 1
+    # Depth of every _layer_id value in decay units: the identity for blocks, a block's stage for stages.
+    if cfg.layer_decay_unit == "stage":
+        stages = _block_stages(model, num_layers)
+        num_units = stages[-1] + 1 if stages else 0
+        unit_of = [0, *(s + 1 for s in stages), num_units + 1]
+    elif cfg.layer_decay_unit == "block":
+        num_units, unit_of = num_layers, list(range(num_layers + 2))
+    else:
+        raise ConfigError(f"optim.layer_decay_unit must be block or stage, got {cfg.layer_decay_unit!r}")
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        layer = _layer_id(name, num_layers)
+        layer = unit_of[_layer_id(name, num_layers)]
         decay = not (param.ndim <= 1 or name in no_decay or name.endswith(".bias"))
-        scale = cfg.layer_decay ** (num_layers + 1 - layer)
+        scale = cfg.layer_decay ** (num_units + 1 - layer)
         if not name.startswith("backbone."):
             scale = cfg.head_lr_mult
         group = groups.setdefault(

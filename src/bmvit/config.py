@@ -102,7 +102,9 @@ class DataConfig:
     source: str = _f("video", "clip source: video (decode files with PyAV) | frames (jpg folders)")
     sampling_stride: int = _f(4, "frames between two sampled frames of a clip (16x4 in the paper)")
     fps: float = _f(30.0, "frame rate that maps seconds to frame indices")
-    resize: str = _f("square", "frame to input: square (resize the whole frame) | letterbox (keep aspect, pad)")
+    resize: str = _f("square", "frame to input: square (resize the whole frame) | letterbox (keep aspect, pad) | "
+                               "short_side (keep aspect, short side to the input, crop the long side: random in "
+                               "training, centre in evaluation; people outside the crop are not seen)")
     mean: list | None = _f(None, "per-channel mean (RGB, [0, 1] scale); null = the pretrained weights' own (their "
                                  "record, or the model file of init_weights), Kinetics' 0.45 when none say")
     std: list | None = _f(None, "per-channel std; null = the weights' own, Kinetics' 0.225 when none say")
@@ -127,8 +129,8 @@ class DataConfig:
             raise ConfigError(f"data.format must be one of {' | '.join(self.FORMATS)}, got {self.format!r}")
         if self.source not in ("video", "frames"):
             raise ConfigError(f"data.source must be video or frames, got {self.source!r}")
-        if self.resize not in ("square", "letterbox"):
-            raise ConfigError(f"data.resize must be square or letterbox, got {self.resize!r}")
+        if self.resize not in ("square", "letterbox", "short_side"):
+            raise ConfigError(f"data.resize must be square, letterbox or short_side, got {self.resize!r}")
         if self.sampling_stride < 1:
             raise ConfigError(f"data.sampling_stride must be >= 1, got {self.sampling_stride}")
         for key in ("mean", "std"):
@@ -209,6 +211,8 @@ class OptimConfig:
     lr: float = _f(1e-4, "peak learning rate of the backbone's last layer for the global batch")
     head_lr_mult: float = _f(1.0, "learning-rate multiplier of the projection and heads")
     layer_decay: float = _f(1.0, "layer-wise learning-rate decay of the backbone (1.0 = off)")
+    layer_decay_unit: str = _f("block", "what one layer_decay step spans: block (every backbone block) | stage (every "
+                                         "stage of a hierarchical backbone, MViT or Hiera; ViT has none: an error)")
     weight_decay: float = _f(0.05, "AdamW weight decay (not on norms, biases, rel-pos tables)")
     warmup_epochs: float = _f(1.0, "linear warm-up length in epochs")
     min_lr_ratio: float = _f(0.01, "final learning rate as a fraction of the peak")
@@ -221,6 +225,8 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise ConfigError(f"optim.layer_decay must be in (0, 1] (1 = off), got {self.layer_decay}")
+        if self.layer_decay_unit not in ("block", "stage"):
+            raise ConfigError(f"optim.layer_decay_unit must be block or stage, got {self.layer_decay_unit!r}")
         if self.min_lr_ratio > 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 

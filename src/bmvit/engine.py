@@ -275,7 +275,7 @@ def predict_rows(
     each followed by the box's actor score when ``with_actor_score`` (1.0 for a family without one).
 
     Boxes are normalised to the original frame: a target's ``letterbox`` record (``data.resize:
-    letterbox``) is undone, whatever the dataset. Rows are those of the evaluated classes
+    letterbox`` or ``short_side``) is undone, whatever the dataset. Rows are those of the evaluated classes
     (``keep_class_ids``), every one of them or, with ``max_rows_per_keyframe`` > 0, that many per key
     frame, highest scores first. The model's outputs come to the host once per batch and are
     post-processed there. A key frame whose clip could not be read (``bad_clips`` in its target) gets

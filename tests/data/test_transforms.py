@@ -300,3 +300,164 @@ def test_min_decode_size_leaves_room_for_the_zoom():
     assert min_decode_size(256) == (256, 256)
     assert min_decode_size(256, (0.8, 1.0)) == (320, 320)
     assert min_decode_size((128, 160), (1.0, 1.5)) == (128, 160)  # zooming out needs no more pixels
+
+
+# ------------------------------------------------------------------------------------------------
+# data.resize: short_side (aspect kept, short side to the input, long side cropped)
+
+
+def frame_60x80(t=2):
+    """A uint8 [T, 60, 80, 3] clip of distinct columns, three people (normalised xyxy of the 60x80 frame):
+    one inside the crop, one cut by its right edge, one in the 6 px the centre crop drops on the left."""
+    x = np.arange(80, dtype=np.uint8) * 3
+    clip = np.broadcast_to(x[None, None, :, None], (t, 60, 80, 3)).copy()
+    target = {
+        "boxes_xyxy": np.array([[0.3, 0.25, 0.6, 0.75], [0.8, 0.2, 0.95, 0.4], [0.0, 0.1, 0.1, 0.5]], np.float32),
+        "labels": np.eye(3, dtype=np.float32),
+        "person_ids": np.array([1, 2, 3]),
+    }
+    return clip, target
+
+
+def test_short_side_geometry_hand_computed():
+    """60x80 -> 40x40: scale max(40/60, 40/80) = 2/3; resized 40 x round(53.33) = 40x53; centre crop
+    left = (53 - 40) // 2 = 6 (floor), top = 0."""
+    from bmvit.data.transforms import short_side_geometry
+
+    g = short_side_geometry((60, 80), (40, 40))
+    assert (g.resized_size, g.crop_top, g.crop_left) == ((40, 53), 0, 6)
+    # portrait: the short side is the width; 53 - 40 = 13 rows to spare, centre top 6
+    p = short_side_geometry((80, 60), (40, 40))
+    assert (p.resized_size, p.crop_top, p.crop_left) == ((53, 40), 6, 0)
+    # an odd excess rounds the centre down: 90x160 -> 48: 48 x round(85.33) = 85, left = 37 // 2 = 18
+    assert short_side_geometry((90, 160), (48, 48)).crop_left == 18
+    # a non-square input: the smallest scale that covers it (here the width sets it)
+    assert short_side_geometry((60, 80), (30, 60)).resized_size == (45, 60)
+    with pytest.raises(ValueError, match="leaves the resized 40x53 frame"):
+        short_side_geometry((60, 80), (40, 40), offset=(0, 14))
+
+
+def test_short_side_boxes_hand_computed_and_round_trip():
+    """x_in = (x * 53 - 6) / 40, y unchanged (the rows are not cropped).
+
+    [0.3, 0.25, 0.6, 0.75] -> x: (15.9 - 6) / 40 = 0.2475, (31.8 - 6) / 40 = 0.645.
+    [0.8, 0.2, 0.95, 0.4] -> x: (42.4 - 6) / 40 = 0.91, (50.35 - 6) / 40 = 1.10875, clipped to 1.
+    [0.0, 0.1, 0.1, 0.5] -> x: -0.15, -0.0175: wholly left of the crop, dropped with its labels and id.
+    """
+    clip, target = ToTensorClip()(*frame_60x80())
+    out, tgt = Resize(40, "short_side")(clip, target)
+    assert out.shape == (2, 3, 40, 40) and out.dtype == torch.float32
+    torch.testing.assert_close(
+        tgt["boxes_xyxy"], torch.tensor([[0.2475, 0.25, 0.645, 0.75], [0.91, 0.2, 1.0, 0.4]]), rtol=0, atol=1e-6
+    )
+    assert tgt["person_ids"].tolist() == [1, 2] and tgt["labels"].tolist() == [[1, 0, 0], [0, 1, 0]]
+    record = tgt["letterbox"]
+    assert (record.resized_size, record.crop_top, record.crop_left) == ((40, 53), 0, 6)
+    # back to the original frame: the inside box exactly, the cut one up to the crop's right edge, 46 / 53
+    back = record.boxes_to_original(tgt["boxes_xyxy"])
+    torch.testing.assert_close(back[0], torch.tensor([0.3, 0.25, 0.6, 0.75]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(back[1], torch.tensor([0.8, 0.2, 46 / 53, 0.4]), rtol=0, atol=1e-6)
+    # numpy boxes too (the engine passes torch, a predictor may pass either); unclipped it is exact
+    np.testing.assert_allclose(record.boxes_to_original(np.array([[0.0, 0.0, 1.0, 1.0]])), [[6 / 53, 0, 46 / 53, 1]])
+    raw = record.boxes_to_input(torch.as_tensor(target["boxes_xyxy"]))
+    torch.testing.assert_close(record.boxes_to_original(raw, clip=False), torch.as_tensor(target["boxes_xyxy"]))
+    # the pixels are the resized frame's columns 6..45
+    torch.testing.assert_close(out, resize_frames(clip, (40, 53))[..., 6:46])
+
+
+def test_short_side_random_crop_is_seeded_and_drops_people_out_of_view():
+    clip, target = ToTensorClip()(*frame_60x80())
+    step = Resize(40, "short_side", random_crop=True)
+    offsets = []
+    for seed in range(12):
+        random.seed(seed)
+        out, tgt = step(clip, target)
+        random.seed(seed)
+        again, tgt_again = step(clip, target)
+        assert torch.equal(out, again) and tgt["letterbox"] == tgt_again["letterbox"]  # same seed, same crop
+        left = tgt["letterbox"].crop_left
+        assert tgt["letterbox"].crop_top == 0 and 0 <= left <= 13
+        offsets.append(left)
+        torch.testing.assert_close(out, resize_frames(clip, (40, 53))[..., left : left + 40])
+        # the boxes follow the crop; a person is kept exactly when its box overlaps the window
+        x = np.asarray(target["boxes_xyxy"])[:, [0, 2]] * 53 - left
+        visible = (np.minimum(x[:, 1], 40) - np.maximum(x[:, 0], 0)) > 0
+        assert tgt["person_ids"].tolist() == [i for i, v in zip([1, 2, 3], visible) if v]
+        expected = np.clip(np.asarray(target["boxes_xyxy"])[visible] * [53 / 40, 1, 53 / 40, 1] - [left / 40, 0] * 2,
+                           0, 1)
+        torch.testing.assert_close(tgt["boxes_xyxy"], torch.as_tensor(expected, dtype=torch.float32),
+                                   rtol=0, atol=1e-6)
+    assert len(set(offsets)) > 3  # the offset does vary with the seed
+    # both cases were met: person 3 (x2 = 5.3 px of the resized frame) kept when left <= 5, dropped when >= 6
+    assert min(offsets) <= 5 and max(offsets) >= 6, offsets
+
+
+def test_short_side_in_the_pipelines():
+    """Training crops at random, evaluation in the centre; ``input_geometry`` (what a predictor can use
+    without a target) gives the evaluation record."""
+    from bmvit.data.transforms import input_geometry
+
+    clip, target = frame_60x80(t=4)
+    evaluation = create_transforms(False, 40, resize="short_side")
+    a, ta = evaluation(clip, target)
+    b, tb = evaluation(clip, target)
+    assert a.shape == (3, 4, 40, 40) and torch.equal(a, b)
+    assert ta["letterbox"] == input_geometry("short_side", (60, 80), (40, 40))
+    assert ta["person_ids"].tolist() == [1, 2]
+    assert input_geometry("square", (60, 80), (40, 40)) is None
+    assert input_geometry("letterbox", (60, 80), (40, 40)) == letterbox_geometry((60, 80), (40, 40))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        input_geometry("crop", (60, 80), (40, 40))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        Resize(40, "crop")
+    train = create_transforms(True, 40, resize="short_side")
+    assert [type(s).__name__ for s in train.transforms] == ["ToTensorClip", "Resize", "HorizontalFlip", "ToModelInput"]
+    assert train.transforms[1].random_crop and not evaluation.transforms[1].random_crop
+    random.seed(3)
+    lefts = {create_transforms(True, 40, resize="short_side", hflip=0.0)(clip, target)[1]["letterbox"].crop_left
+             for _ in range(10)}
+    assert len(lefts) > 1
+
+
+@pytest.mark.parametrize("train, options", [
+    (False, {}),
+    (True, {"scale_jitter": (0.8, 1.0), "color_jitter": 0.3, "flip_swap_columns": [(1, 2)]}),
+    (True, {"scale_jitter": (1.0, 1.3)}),
+])
+def test_short_side_uint8_and_float_paths_give_the_same_geometry(train, options):
+    """Same seed: the same crop record, the same boxes and people, pixels within the uint8 rounding."""
+    from bmvit.data.transforms import normalize_clips
+
+    mean, std = (0.45, 0.4, 0.35), (0.225, 0.25, 0.2)
+    common = dict(mean=mean, std=std, resize="short_side", hflip=0.5 if train else 0.0, **options)
+    clip, target = clip_and_target(h=90, w=160, t=3, seed=4)
+    for seed in range(6):
+        random.seed(seed)
+        ref, ref_target = create_transforms(train, 48, **common)(clip, target)
+        random.seed(seed)
+        small, small_target = create_transforms(train, 48, output="uint8", **common)(clip, target)
+        assert small.dtype == torch.uint8 and small.shape == ref.shape == (3, 3, 48, 48)
+        assert small_target["letterbox"] == ref_target["letterbox"]
+        torch.testing.assert_close(small_target["boxes"], ref_target["boxes"], rtol=0, atol=1e-6)
+        assert torch.equal(small_target["person_ids"], ref_target["person_ids"])
+        assert torch.equal(small_target["labels"], ref_target["labels"])
+        out = normalize_clips(small[None], mean, std, [small_target.get("colour")])[0]
+        levels = ((out - ref) * torch.tensor(std).view(3, 1, 1, 1) * 255).abs()
+        bound = float(np.prod([max(1.0, f) for f in small_target.get("colour", (1.0, 1.0, 1.0))[:3]]))
+        assert levels.max() <= bound, (seed, float(levels.max()))
+
+
+def test_min_decode_size_covers_the_short_side():
+    """A source decodes at ``reduced_size(stored, min_decode_size(...))``: the short side then reaches the
+    input, so the short-side resize never upscales (and a zoom-in crop still holds input-size detail)."""
+    from bmvit.data.transforms import min_decode_size, short_side_geometry
+    from bmvit.data.video import reduced_size
+
+    for stored in [(720, 1280), (1080, 1920), (480, 640), (1280, 720)]:
+        for size, jitter in [(256, (1.0, 1.0)), (224, (0.8, 1.0)), ((160, 256), (1.0, 1.0))]:
+            decoded = reduced_size(stored, min_decode_size(size, jitter))
+            ih, iw = (size, size) if isinstance(size, int) else size
+            low = min(1.0, jitter[0])
+            assert decoded[0] >= ih / low - 1e-9 and decoded[1] >= iw / low - 1e-9, (stored, size, decoded)
+            resized = short_side_geometry(decoded, (ih, iw)).resized_size
+            assert resized[0] <= decoded[0] and resized[1] <= decoded[1], (stored, size, decoded, resized)

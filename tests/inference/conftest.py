@@ -67,6 +67,11 @@ def letterbox_model_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def short_side_model_file(tmp_path_factory) -> Path:
+    return write_model_file(tmp_path_factory.mktemp("models") / "tiny_short_side.safetensors", resize="short_side")
+
+
+@pytest.fixture(scope="session")
 def synthetic_video(tmp_path_factory) -> Path:
     """3 s of the synthetic dataset's scenes (figures acting), 160x120 at 30 fps."""
     spec = create_video_spec(np.random.default_rng(0), size=(160, 120), seconds=3)

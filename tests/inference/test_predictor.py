@@ -202,6 +202,15 @@ def test_letterbox_boxes_are_mapped_back_to_the_frame(letterbox_model_file):
     torch.testing.assert_close(mapped, torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.25, 1 / 6, 0.5, 0.5]]))
 
 
+def test_short_side_boxes_are_mapped_back_through_the_centre_crop(short_side_model_file):
+    predictor = _predictor(short_side_model_file)
+    # A 96x128 frame, short side to 64: resized 64x85 (round(128 * 2/3)), centre crop x offset (85 - 64) // 2 = 10.
+    # The input's full width is the crop window, x in [10/85, 74/85] of the frame; y is the whole height.
+    mapped = predictor.boxes_to_frame(torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.5, 0.25, 0.75, 0.5]]), (96, 128))
+    torch.testing.assert_close(mapped, torch.tensor([[10 / 85, 0.0, 74 / 85, 1.0],
+                                                     [42 / 85, 0.25, 58 / 85, 0.5]]))
+
+
 def test_letterbox_predictions_stay_on_the_frame(letterbox_model_file, make_video, tmp_path):
     video = make_video(tmp_path / "wide.mp4", 40, size=(48, 128))
     dets = _predictor(letterbox_model_file, threshold=0.0, on_warning=lambda message: None).predict(video)

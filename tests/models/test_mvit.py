@@ -3,6 +3,8 @@ and the shared layers. Equality with torchvision's MViT is in test_weights_remap
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -350,3 +352,98 @@ def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
     assert torch.equal(layer.eval()(torch.ones(5, 3)), torch.ones(5, 3))
     with pytest.raises(ValueError):
         DropPath(1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# stride_kv: a per-stage override of the adaptive KV rule (configs/ablations/scale5_kv_full.yaml)
+
+_DET = {"input_size": (16, 256, 256), "stride_q": ((1, 1, 1), (1, 2, 2), (1, 2, 2), (1, 1, 1))}
+# mvitv2_s_det's derived KV strides and key grids, written down before stride_kv existed.
+DET_STRIDE_KV = [(1, 8, 8), (1, 4, 4), (1, 4, 4)] + [(1, 2, 2)] * 13
+DET_THW_KV = [(8, 8, 8), (8, 16, 16), (8, 8, 8), (8, 16, 16)] + [(8, 8, 8)] * 12
+SCALE5_FULL = (None, None, None, (1, 1, 1))
+
+
+def test_stride_kv_left_out_or_all_null_is_the_adaptive_rule():
+    default = MViTConfig(**_DET)
+    assert [b.stride_kv for b in default.blocks] == DET_STRIDE_KV
+    assert [b.thw_kv for b in default.blocks] == DET_THW_KV
+    assert MViTConfig(**_DET, stride_kv=[None] * 4).blocks == default.blocks
+    assert MViTConfig(stride_kv=(None,) * 4).blocks == MViTConfig().blocks  # torchvision's table, as above
+
+
+def test_stride_kv_of_one_stage_changes_only_that_stage():
+    default = MViTConfig(**_DET)
+    full = MViTConfig(**_DET, stride_kv=[None, None, None, [1, 1, 1]])  # lists, as YAML gives them
+    assert full.stride_kv == SCALE5_FULL
+    assert full.blocks[:14] == default.blocks[:14]
+    assert [(b.stride_kv, b.thw_kv) for b in full.blocks[14:]] == [((1, 1, 1), (8, 16, 16))] * 2
+    assert full.output_grid == default.output_grid == (8, 16, 16)
+    # An override of an early stage leaves the later stages on the adaptive rule, not on the override.
+    early = MViTConfig(**_DET, stride_kv=[[1, 2, 2], None, None, None])
+    assert [b.stride_kv for b in early.blocks] == [(1, 2, 2)] + DET_STRIDE_KV[1:]
+
+
+def test_full_size_scale5_kv_full_has_the_defaults_state_dict_shapes():
+    """The rel-pos tables are sized by max(query, key) grid = the 16x16 query grid either way, and the
+    pooling convs' weights do not depend on their stride: a K400 checkpoint loads as into the base."""
+    with torch.device("meta"):
+        default = bmvit.create_backbone("mvitv2_s_det")
+        full = bmvit.create_backbone("mvitv2_s_det", stride_kv=list(SCALE5_FULL))
+    shapes = {k: v.shape for k, v in default.state_dict().items()}
+    assert {k: v.shape for k, v in full.state_dict().items()} == shapes
+    assert full.blocks[15].attn.rel_pos_h.shape == (31, 96) and full.blocks[15].attn.pool_k.stride == (1, 1, 1)
+    assert default.blocks[15].attn.pool_k.stride == (1, 2, 2)
+
+
+def test_tiny_scale5_kv_full_attends_to_the_whole_grid():
+    default = _tiny("mvit_tiny_det").eval()
+    full = _tiny("mvit_tiny_det", stride_kv=SCALE5_FULL).eval()
+    strides = [b.attn.pool_k.stride for b in full.blocks]
+    assert strides == [b.attn.pool_k.stride for b in default.blocks[:4]] + [(1, 1, 1)]
+    assert default.blocks[4].attn.pool_k.stride == (1, 2, 2)
+    assert {k: v.shape for k, v in full.state_dict().items()} == {k: v.shape for k, v in default.state_dict().items()}
+    full.load_state_dict(default.state_dict())  # the same weights fit both
+    x = torch.randn(1, 3, *full.input_size)
+    with torch.no_grad():
+        tokens, attention = full(x, return_attention=True)
+        base, base_attention = default(x, return_attention=True)
+    assert tokens.shape == base.shape == (1, 8, 8, 8, 192)
+    # [B, heads, queries T'H'W', keys TkHkWk]: the last block's keys are the whole 8x8x8 grid, not 8x4x4.
+    assert attention.shape == (1, 8, 8, 8, 8, 8, 8, 8) and base_attention.shape == (1, 8, 8, 8, 8, 8, 4, 4)
+    assert not torch.allclose(tokens, base)  # the same weights attend differently
+
+
+def test_a_kinetics_geometry_checkpoint_loads_into_scale5_kv_full(tmp_path):
+    """The tiny analogue of K400 MViTv2-S (every Q pooling kept, 7/8 of the det model's input size, as
+    224 is of 256) into the det geometry with scale5 KV stride (1, 1, 1): the same keys, and the rel-pos
+    tables resized (models/weights.py's ``adapted``) exactly as for the default det model."""
+    from safetensors.torch import save_file
+
+    from bmvit.models.weights import load_backbone_weights
+
+    source = _tiny("mvit_tiny", input_size=(16, 112, 112))
+    state = dict(source.state_dict()) | {"head.projection.weight": torch.zeros(4, 192),
+                                         "head.projection.bias": torch.zeros(4)}
+    path = tmp_path / "k400_like.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, path)
+    reports = {}
+    for name, kw in (("default", {}), ("full", {"stride_kv": SCALE5_FULL})):
+        reports[name] = load_backbone_weights(_tiny("mvit_tiny_det", **kw), path)
+    assert reports["full"].weights_format == "slowfast"
+    assert reports["full"].loaded == reports["default"].loaded
+    assert reports["full"].adapted == reports["default"].adapted
+    # The last block's table: 2 * max(4x4 queries, 7x7 keys) - 1 = 13 rows in the source, 2 * 8 - 1 = 15 here.
+    assert source.blocks[4].attn.rel_pos_h.shape[0] == 13 and "blocks.4.attn.rel_pos_h" in reports["full"].adapted
+
+
+@pytest.mark.parametrize("stride_kv, message", [
+    ((None, None, (1, 1, 1)), "stride_kv needs one entry per stage"),
+    ((None, None, None, (1, 0, 1)), "stride_kv[3] must be three positive ints"),
+    ((None, None, None, (1, -1, 1)), "stride_kv[3] must be three positive ints"),
+    ((None, None, None, (1, 1)), "stride_kv[3] must be three positive ints"),
+    ("1,1,1", "stride_kv must be a list"),
+])
+def test_bad_stride_kv_is_a_clear_error(stride_kv, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MViTConfig(**_DET, stride_kv=stride_kv)

@@ -8,7 +8,8 @@
 - ``target``: ``boxes`` ``[P, 4]`` float32 normalised ``cxcywh`` of the (transformed) key frame;
   ``labels`` ``[P, C]`` float32 multi-hot over ``class_ids``; ``person_ids`` ``[P]`` int64;
   ``video_id`` str; ``timestamp`` int; ``orig_size`` (H, W) of the stored frames; ``letterbox``
-  (a ``transforms.Letterbox``) when the input is letterboxed.
+  (a ``transforms.Letterbox``, or a ``transforms.ShortSideCrop`` for ``resize="short_side"``) when the
+  input is not the whole frame resized, so that evaluation can map boxes back.
 
 Actors and non-actors: a person whose labels all lie outside ``class_ids`` (or who has none) is not
 an actor of the trained classes. Such people are left out of the targets, so the model learns to
@@ -222,7 +223,7 @@ def keyframe_transform(
     *,
     mean: Sequence[float] = AVA_MEAN,
     std: Sequence[float] = AVA_STD,
-    resize: Literal["square", "letterbox"] = "square",
+    resize: Literal["square", "letterbox", "short_side"] = "square",
     hflip: float = 0.5,
     scale_jitter: Sequence[float] = (1.0, 1.0),
     color_jitter: float = 0.0,
@@ -291,7 +292,7 @@ class AVADataset(KeyFrameDataset):
         train: bool | None = None,
         mean: Sequence[float] = AVA_MEAN,
         std: Sequence[float] = AVA_STD,
-        resize: Literal["square", "letterbox"] = "square",
+        resize: Literal["square", "letterbox", "short_side"] = "square",
         time_offset: float = 900,
         fps: float = 30,
         valid_seconds: tuple[int, int] | None = AVA_VALID_SECONDS,

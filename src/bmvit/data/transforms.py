@@ -3,8 +3,9 @@
 Adapted from DETR (Carion et al., facebookresearch/detr, ``datasets/transforms.py``): each transform
 is a callable ``(clip, target) -> (clip, target)`` and geometric ones update the boxes. Changes: clips
 instead of images (one random draw per clip, applied to every frame), boxes kept normalised ``xyxy``
-to the current clip instead of pixels, letterboxing with a recorded, invertible mapping, zoom-out with
-padding, label-column swaps on flips, torch-only ops (no torchvision).
+to the current clip instead of pixels, letterboxing and a short-side resize with a crop, each with a
+recorded, invertible mapping, zoom-out with padding, label-column swaps on flips, torch-only ops (no
+torchvision).
 
 Clip layouts: in ``uint8 [T, H, W, 3]`` (numpy or torch, as the sources return it); inside
 ``[T, 3, H, W]`` (uint8 until ``Resize``, then float32 in [0, 1]); out of ``ToModelInput``
@@ -13,7 +14,9 @@ Clip layouts: in ``uint8 [T, H, W, 3]`` (numpy or torch, as the sources return i
 Target keys: ``boxes_xyxy`` ``[P, 4]`` float32 normalised to the current clip, and the per-person
 ``labels [P, C]`` and ``person_ids [P]``, which are dropped together with their box. ``ToModelInput``
 replaces ``boxes_xyxy`` by ``boxes`` (normalised ``cxcywh``, the model's format). ``Resize`` in
-letterbox mode adds ``letterbox`` (a ``Letterbox`` record that maps boxes back to the original frame).
+letterbox mode adds ``letterbox`` (a ``Letterbox`` record that maps boxes back to the original frame); in
+short-side mode the same key holds a ``ShortSideCrop`` record, which has the same ``boxes_to_input`` /
+``boxes_to_original`` methods (the key keeps its name so that every reader of it undoes either geometry).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from bmvit.box_ops import box_xyxy_to_cxcywh
 
 Target = dict
 Transform = Callable[[Tensor, Target], tuple[Tensor, Target]]
+
+RESIZE_MODES = ("square", "letterbox", "short_side")
+"""``Resize`` modes, i.e. the values of ``data.resize``."""
 
 PERSON_KEYS = ("boxes_xyxy", "labels", "person_ids")
 """Target entries with one row per person: a dropped person loses its row in each."""
@@ -241,6 +247,84 @@ def _affine_xyxy(boxes, sx: float, sy: float, tx: float, ty: float):
     return boxes * scale + shift
 
 
+@dataclass(frozen=True)
+class ShortSideCrop:
+    """How a frame was resized and cropped into the model input (``Resize`` with ``mode="short_side"``).
+
+    The frame was scaled, aspect kept, to ``resized_size`` (it covers ``input_size``: for a square input
+    its short side equals the input's side), then the ``input_size`` window at (``crop_top``,
+    ``crop_left``) of it was kept. Sizes are (H, W) in pixels; offsets are pixels of the resized frame.
+    A sibling of ``Letterbox`` with the same two box methods, so code that undoes one undoes the other.
+    """
+
+    orig_size: tuple[int, int]
+    input_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    crop_top: int
+    crop_left: int
+
+    def boxes_to_input(self, boxes_xyxy):
+        """Normalised boxes of the original frame -> normalised boxes of the model input ([..., 4]), NOT
+        clipped: a box reaching out of the crop gets coordinates outside [0, 1]."""
+        (ih, iw), (rh, rw) = self.input_size, self.resized_size
+        return _affine_xyxy(boxes_xyxy, rw / iw, rh / ih, -self.crop_left / iw, -self.crop_top / ih)
+
+    def boxes_to_original(self, boxes_xyxy, clip: bool = True):
+        """Normalised boxes of the model input -> normalised boxes of the original frame ([..., 4]).
+
+        The inverse of ``boxes_to_input``; ``clip`` clamps to [0, 1]. The result always lies within the
+        crop's window of the original frame (a model's boxes are within its input): the parts of the
+        frame that were cropped away get no detection.
+        """
+        (ih, iw), (rh, rw) = self.input_size, self.resized_size
+        out = _affine_xyxy(boxes_xyxy, iw / rw, ih / rh, self.crop_left / rw, self.crop_top / rh)
+        if clip:
+            out = out.clamp(0.0, 1.0) if isinstance(out, Tensor) else np.clip(out, 0.0, 1.0)
+        return out
+
+
+def short_side_geometry(
+    orig_size: tuple[int, int],
+    input_size: tuple[int, int],
+    offset: tuple[int, int] | None = None,
+) -> ShortSideCrop:
+    """The short-side resize of an (H, W) frame for an (H, W) input, and the crop of its long side.
+
+    Scale: the smallest that covers the input, ``max(ih / h, iw / w)`` (for a square input: short side
+    = input side). Rounding: each resized side is ``round(side * scale)`` (Python's round, as
+    ``letterbox_geometry``), never below the input's side, so the side that set the scale is exactly
+    the input's. Crop: ``offset`` = (top, left) in pixels of the resized frame, or None for the centre,
+    ``(resized - input) // 2`` on each axis (floor: an odd excess leaves the extra pixel on the
+    bottom/right, as the letterbox's padding does). E.g. 60x80 -> 40x40: scale 2/3, resized 40x53
+    (53.33 rounded), centre crop left = 13 // 2 = 6, top = 0.
+    """
+    (h, w), (ih, iw) = orig_size, input_size
+    scale = max(ih / h, iw / w)
+    rh, rw = max(ih, round(h * scale)), max(iw, round(w * scale))
+    if offset is None:
+        top, left = (rh - ih) // 2, (rw - iw) // 2
+    else:
+        top, left = (int(v) for v in offset)
+        if not (0 <= top <= rh - ih and 0 <= left <= rw - iw):
+            raise ValueError(f"short_side_geometry: crop offset {offset} leaves the resized {rh}x{rw} frame")
+    return ShortSideCrop(orig_size=(h, w), input_size=(ih, iw), resized_size=(rh, rw), crop_top=top, crop_left=left)
+
+
+def input_geometry(
+    mode: str, orig_size: tuple[int, int], input_size: tuple[int, int]
+) -> Letterbox | ShortSideCrop | None:
+    """The evaluation-time record of ``Resize(mode=...)`` for an (H, W) frame: None for ``square`` (boxes
+    need no mapping), the letterbox, or the short-side resize with its centre crop. What a caller that
+    has no target record (a predictor) uses to map the model's boxes back with ``boxes_to_original``."""
+    if mode == "square":
+        return None
+    if mode == "letterbox":
+        return letterbox_geometry(orig_size, input_size)
+    if mode == "short_side":
+        return short_side_geometry(orig_size, input_size)
+    raise ValueError(f"input_geometry: mode must be one of {' | '.join(RESIZE_MODES)}, got {mode!r}")
+
+
 def letterbox_geometry(orig_size: tuple[int, int], input_size: tuple[int, int]) -> Letterbox:
     """The letterbox of an (H, W) frame in an (H, W) input: the largest scale that fits, centred."""
     (h, w), (ih, iw) = orig_size, input_size
@@ -276,19 +360,41 @@ class Resize:
     ``mode="letterbox"`` keeps the aspect ratio, centres the frame and pads with ``fill``; boxes move
     into the content area and ``target["letterbox"]`` records the mapping (``Letterbox``) so predictions
     can be mapped back with ``boxes_to_original``. Output: float32 [0, 1], or uint8 with ``dtype="uint8"``.
+
+    ``mode="short_side"`` keeps the aspect ratio and fills the input: the frame is resized so that it
+    covers ``size`` (a square input: short side = ``size``; rounding in ``short_side_geometry``) and the
+    long side is cropped, at a uniformly random offset (Python's ``random``, one draw per clip, seeded as
+    the other augmentations) when ``random_crop``, else in the centre. Boxes (normalised ``xyxy``) move
+    with the crop and are clipped to it; a person whose box leaves the crop entirely (or keeps no area)
+    is dropped with its labels and id: it is not in view. ``target["letterbox"]`` holds the
+    ``ShortSideCrop`` record, whose ``boxes_to_original`` maps detections back to the original frame's
+    normalised coordinates. In evaluation (``random_crop=False``, the centre crop) the same holds: the
+    scored detections are mapped back through the record and compared with the original annotations,
+    so a ground-truth person outside the centre crop cannot be detected and counts as missed. On a
+    16:9 frame at a square input the crop keeps the central 9/16 of the width: that is this geometry's
+    cost. ``random_crop`` only matters in this mode.
     """
 
-    def __init__(self, size: int | tuple[int, int], mode: str = "square", fill: float = 0.0, dtype: str = "float") -> None:
-        if mode not in ("square", "letterbox"):
-            raise ValueError(f"Resize: mode must be 'square' or 'letterbox', got {mode!r}")
+    def __init__(
+        self,
+        size: int | tuple[int, int],
+        mode: str = "square",
+        fill: float = 0.0,
+        dtype: str = "float",
+        random_crop: bool = False,
+    ) -> None:
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"Resize: mode must be one of {' | '.join(repr(m) for m in RESIZE_MODES)}, got {mode!r}")
         if dtype not in ("float", "uint8"):
             raise ValueError(f"Resize: dtype must be 'float' or 'uint8', got {dtype!r}")
         self.size = (size, size) if isinstance(size, int) else tuple(size)
-        self.mode, self.fill, self.dtype = mode, fill, dtype
+        self.mode, self.fill, self.dtype, self.random_crop = mode, fill, dtype, random_crop
 
     def __call__(self, clip: Tensor, target: Target) -> tuple[Tensor, Target]:
         if self.mode == "square":
             return resize_frames(clip, self.size, self.dtype), target
+        if self.mode == "short_side":
+            return self._short_side(clip, target)
         box = letterbox_geometry(_size(clip), self.size)
         content = resize_frames(clip, box.content_size, self.dtype)
         ih, iw = self.size
@@ -300,8 +406,30 @@ class Resize:
             target["boxes_xyxy"] = box.boxes_to_input(target["boxes_xyxy"])
         return out, target
 
+    def _short_side(self, clip: Tensor, target: Target) -> tuple[Tensor, Target]:
+        centre = short_side_geometry(_size(clip), self.size)
+        (rh, rw), (ih, iw) = centre.resized_size, self.size
+        geometry = centre
+        if self.random_crop:
+            # Drawn even when one axis has no slack (randint(0, 0)), so the number of draws per clip does
+            # not depend on the frame's size and later augmentations see the same stream for any video.
+            offset = (random.randint(0, rh - ih), random.randint(0, rw - iw))
+            geometry = short_side_geometry(_size(clip), self.size, offset)
+        resized = resize_frames(clip, geometry.resized_size, self.dtype)
+        top, left = geometry.crop_top, geometry.crop_left
+        # A copy, not a view: the view would keep the whole resized clip alive downstream.
+        out = resized[..., top : top + ih, left : left + iw].contiguous()
+        target = dict(target, letterbox=geometry)
+        if "boxes_xyxy" in target:
+            moved = geometry.boxes_to_input(target["boxes_xyxy"])
+            clipped = moved.clamp(0.0, 1.0)
+            keep = ((clipped[:, 2:] - clipped[:, :2]) > 0).all(dim=1)
+            target = keep_people({**target, "boxes_xyxy": clipped}, keep)
+        return out, target
+
     def __repr__(self) -> str:
-        return f"Resize(size={self.size}, mode={self.mode!r}, dtype={self.dtype!r})"
+        crop = f", random_crop={self.random_crop}" if self.mode == "short_side" else ""
+        return f"Resize(size={self.size}, mode={self.mode!r}, dtype={self.dtype!r}{crop})"
 
 
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -483,6 +611,11 @@ def create_transforms(
         flip_swap_columns: label columns that trade places under a flip (see ``HorizontalFlip``).
 
     Padding (letterbox, zoom-out) is filled with ``mean``'s grey so it normalises to about zero.
+
+    ``resize="short_side"``: the crop of the long side is random when ``train``, central otherwise (see
+    ``Resize``). Its draw comes in ``Resize``, so in both outputs the flip then follows the resize (the
+    float pipeline too, for this mode only): the draws keep one order and a flip never changes which
+    part of the frame the crop keeps, so both outputs give the same geometry for a seed.
     """
     if output not in ("float", "uint8"):
         raise ValueError(f"create_transforms: output must be 'float' or 'uint8', got {output!r}")
@@ -492,12 +625,18 @@ def create_transforms(
     flip = [HorizontalFlip(hflip, flip_swap_columns)] if train and hflip > 0 else []
     defer = output == "uint8"
     jitter = [ColorJitter(color_jitter, color_jitter, color_jitter, 0.0, defer=defer)] if train and color_jitter > 0 else []
-    if output == "float":
+    random_crop = train and resize == "short_side"
+    if output == "float" and resize == "short_side":
+        # The random crop draws in Resize: the flip after it, as in the uint8 pipeline (same draw order).
+        resize_step = Resize(input_size, resize, fill=fill, random_crop=random_crop)
+        steps = [ToTensorClip(), *zoom, resize_step, *flip, *jitter, ToModelInput(mean, std)]
+    elif output == "float":
         steps = [ToTensorClip(), *zoom, *flip, Resize(input_size, resize, fill=fill), *jitter, ToModelInput(mean, std)]
     else:
         # The flip moves after the resize: a bilinear resize commutes with a mirror, and mirroring the
-        # small clip is cheaper. No step draws a random number in between, so the draws keep their order.
-        resize_step = Resize(input_size, resize, fill=fill, dtype="uint8")
+        # small clip is cheaper. No step draws a random number in between, so the draws keep their order
+        # (short_side's crop draws in the resize, before the flip in both pipelines).
+        resize_step = Resize(input_size, resize, fill=fill, dtype="uint8", random_crop=random_crop)
         steps = [ToTensorClip(), *zoom, resize_step, *flip, *jitter, ToModelLayout()]
     return Compose(steps)
 
@@ -508,6 +647,11 @@ def min_decode_size(input_size: int | tuple[int, int], scale_jitter: Sequence[fl
     A zoom-in by ``s < 1`` crops a window of ``s`` times the frame and scales it up to the input, so
     the frame must be ``1 / s`` times the input on each side for the crop to hold input-size detail.
     The aspect ratio is the source's own: a source only ever shrinks both sides by one factor.
+
+    Every ``data.resize`` mode is covered by the same size: ``square`` needs each side at least the
+    input's; ``short_side`` needs the frame to cover the input (its scale is ``max(ih / h, iw / w)``),
+    which is the same condition, so a source that keeps both sides at least this size never makes the
+    short side upscale; ``letterbox`` needs less (its content fits inside the input).
     """
     h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     low = min(1.0, float(scale_jitter[0]))
@@ -520,8 +664,10 @@ __all__ = [
     "Compose",
     "HorizontalFlip",
     "Letterbox",
+    "RESIZE_MODES",
     "RandomZoom",
     "Resize",
+    "ShortSideCrop",
     "ToModelInput",
     "ToModelLayout",
     "ToTensorClip",
@@ -529,11 +675,13 @@ __all__ = [
     "create_transforms",
     "crop_or_pad",
     "hflip",
+    "input_geometry",
     "keep_people",
     "letterbox_geometry",
     "min_decode_size",
     "normalize_clips",
     "resize_frames",
+    "short_side_geometry",
     "window_boxes",
     "zoom",
 ]

@@ -295,7 +295,7 @@ def ucf_jhmdb_dataset(
     train: bool | None = None,
     mean: Sequence[float] = (0.45, 0.45, 0.45),
     std: Sequence[float] = (0.225, 0.225, 0.225),
-    resize: Literal["square", "letterbox"] = "square",
+    resize: Literal["square", "letterbox", "short_side"] = "square",
     class_ids: Sequence[int] | None = None,
     include_unannotated: bool = False,
     skip_bad: bool = False,

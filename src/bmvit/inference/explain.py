@@ -45,7 +45,8 @@ class Explanation:
         attention: ``[len(selected), Tk, Hk, Wk]`` last-layer attention of each selected token,
             mean over heads (rows sum to at most 1: the class token takes the rest).
         canvas_xyxy: where the model's input canvas lies on the frame, in pixels (the frame itself for
-            the square resize; larger with letterbox padding): the token and key grids span it.
+            the square resize; larger with letterbox padding; the crop window with a short-side resize):
+            the token and key grids span it.
         detections: the key frame's final detections.
     """
 
@@ -100,7 +101,7 @@ def explain(predictor: Predictor, source: str | os.PathLike, time_s: float, max_
     key_position = int(np.flatnonzero(indices == key_index)[0]) if key_index in indices else spec.num_frames // 2
     ih, iw = plan.image_size
     canvas = predictor.boxes_to_frame(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), plan.image_size) \
-        if spec.resize == "square" else _letterbox_canvas(predictor, plan.image_size)
+        if spec.resize == "square" else _input_canvas(predictor, plan.image_size)
     canvas_px = tuple(float(v) for v in (canvas[0] * torch.tensor([iw, ih, iw, ih])).tolist())
     clip_times = (np.arange(spec.num_frames) - spec.num_frames // 2) * spec.stride / spec.timeline_fps
     return Explanation(
@@ -113,10 +114,12 @@ def explain(predictor: Predictor, source: str | os.PathLike, time_s: float, max_
     )
 
 
-def _letterbox_canvas(predictor: Predictor, image_size: tuple[int, int]) -> Tensor:
-    from bmvit.data.transforms import letterbox_geometry
+def _input_canvas(predictor: Predictor, image_size: tuple[int, int]) -> Tensor:
+    """The model input's extent in the frame, normalised ``[1, 4]`` xyxy: larger than the frame with
+    letterbox padding, the crop window inside it with a short-side resize."""
+    from bmvit.data.transforms import input_geometry
 
-    geometry = letterbox_geometry(image_size, predictor.spec.input_hw)
+    geometry = input_geometry(predictor.spec.resize, image_size, predictor.spec.input_hw)
     return geometry.boxes_to_original(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), clip=False)
 
 

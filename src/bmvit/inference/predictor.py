@@ -540,12 +540,12 @@ class Predictor:
         )
 
     def boxes_to_frame(self, boxes_xyxy: Tensor, image_size: tuple[int, int]) -> Tensor:
-        """Normalised boxes of the model input ``[..., 4]`` -> normalised to the original frame, clamped."""
-        if self.spec.resize == "letterbox":
-            from bmvit.data.transforms import letterbox_geometry
+        """Normalised boxes of the model input ``[..., 4]`` -> normalised to the original frame, clamped
+        (the letterbox or the short-side crop undone, as ``data.resize`` made the input)."""
+        from bmvit.data.transforms import input_geometry
 
-            return letterbox_geometry(image_size, self.spec.input_hw).boxes_to_original(boxes_xyxy)
-        return boxes_xyxy.clamp(0.0, 1.0)
+        geometry = input_geometry(self.spec.resize, image_size, self.spec.input_hw)
+        return boxes_xyxy.clamp(0.0, 1.0) if geometry is None else geometry.boxes_to_original(boxes_xyxy)
 
 
 def _where(source: ClipSource) -> str:

@@ -95,7 +95,10 @@ class MViTConfig:
     of the previous stage's last block). Every block pools Q and KV with a depthwise conv of
     ``pool_kernel``. The KV stride follows MViTv2's adaptive rule: it starts at
     ``adaptive_kv_stride`` and is divided (floored at 1) by each Q stride met on the way, so the
-    keys keep roughly the same grid through the network.
+    keys keep roughly the same grid through the network. ``stride_kv`` overrides that rule per
+    stage: entry ``s`` is None (the rule's stride) or a ``(t, h, w)`` stride for every block of
+    stage ``s``. An override touches only its own stage; the rule carries on for the later stages
+    as if it were not there, so one stage can be changed without re-deriving the others.
     """
 
     input_size: Triple = (16, 224, 224)  # (T, H, W) of the clips; relative-position tables are sized for it
@@ -107,6 +110,10 @@ class MViTConfig:
     qkv_bias: bool = True
     stride_q: tuple[Triple, ...] = ((1, 1, 1), (1, 2, 2), (1, 2, 2), (1, 2, 2))  # at each stage's first block
     adaptive_kv_stride: Triple = (1, 8, 8)
+    # One entry per stage, None = the adaptive rule's KV stride. The pooling convs have the same weights
+    # whatever their stride, and the rel-pos tables are sized by max(query, key) grid, i.e. by the query
+    # grid whenever keys are pooled at least as much as queries, so K400 checkpoints load either way.
+    stride_kv: tuple[Triple | None, ...] | None = None
     pool_kernel: Triple = (3, 3, 3)
     patch_kernel: Triple = (3, 7, 7)
     patch_stride: Triple = (2, 4, 4)
@@ -133,6 +140,13 @@ class MViTConfig:
             setattr(self, name, as_triple(name, getattr(self, name), allow_zero=True))
         self.depths = tuple(int(d) for d in self.depths)
         self.stride_q = tuple(as_triple(f"stride_q[{i}]", s, allow_zero=True) for i, s in enumerate(self.stride_q))
+        if self.stride_kv is not None:
+            if isinstance(self.stride_kv, (str, bytes)) or not hasattr(self.stride_kv, "__len__"):
+                raise ValueError(f"stride_kv must be a list with one entry per stage (null or [t, h, w]), "
+                                 f"got {self.stride_kv!r}")
+            # A zero stride would be a division by zero in the pooling conv, so unlike stride_q it is refused.
+            self.stride_kv = tuple(None if s is None else as_triple(f"stride_kv[{i}]", s)
+                                   for i, s in enumerate(self.stride_kv))
         self._validate()
         self.patch_grid = conv_output_size(self.input_size, self.patch_kernel, self.patch_stride, self.patch_padding)
         self.blocks = self._derive_blocks()
@@ -144,6 +158,9 @@ class MViTConfig:
             raise ValueError(f"depths must be a non-empty tuple of positive block counts, got {self.depths}")
         if len(self.stride_q) != len(self.depths):
             raise ValueError(f"stride_q needs one (t, h, w) stride per stage ({len(self.depths)}), got {self.stride_q}")
+        if self.stride_kv is not None and len(self.stride_kv) != len(self.depths):
+            raise ValueError(f"stride_kv needs one entry per stage ({len(self.depths)}): null for the adaptive "
+                             f"rule or a (t, h, w) stride, got {self.stride_kv}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if any(k % 2 == 0 for k in self.pool_kernel):
@@ -158,11 +175,15 @@ class MViTConfig:
         heads = [self.num_heads * 2**s for s in range(num_stages)]
         total = sum(self.depths)
         pad = tuple(k // 2 for k in self.pool_kernel)
-        stride_kv, thw, specs = self.adaptive_kv_stride, self.patch_grid, []
+        overrides = self.stride_kv or (None,) * num_stages
+        adaptive, thw, specs = self.adaptive_kv_stride, self.patch_grid, []
         for s, depth in enumerate(self.depths):
             for j in range(depth):
                 stride_q = self.stride_q[s] if j == 0 else (1, 1, 1)
-                stride_kv = tuple(max(kv // q, 1) for kv, q in zip(stride_kv, stride_q))
+                # The rule's running stride is updated even where the stage overrides it, so that the
+                # stages after an override get exactly the strides they get without one.
+                adaptive = tuple(max(kv // q, 1) for kv, q in zip(adaptive, stride_q))
+                stride_kv = adaptive if overrides[s] is None else overrides[s]
                 if self.dim_mul_in_att:
                     dim_in, dim_out = (dims[s - 1] if j == 0 and s > 0 else dims[s]), dims[s]
                     attn_dim = dim_out
@@ -790,7 +811,8 @@ def mvitv2_s_det(**overrides) -> MViT:
     divide by, leaves it at (1, 2, 2) (keys on an 8x8x8 grid) rather than (1, 1, 1). This is
     the cheaper choice (about 110 GMACs instead of 120, docs/design.md#backbone) and every K400 weight still
     applies. The supplementary's Fig. 3 (attention over "the whole 8x16x16" tokens) hints at KV
-    stride 1 instead; that variant is not built here.
+    stride 1 instead; ``stride_kv=[None, None, None, (1, 1, 1)]`` builds it (about 120 GMACs,
+    configs/ablations/scale5_kv_full.yaml).
     """
     return _create({"input_size": (16, 256, 256), "stride_q": ((1, 1, 1), (1, 2, 2), (1, 2, 2), (1, 1, 1))}, overrides)
 
