@@ -137,6 +137,12 @@ def test_ablation_changes_its_keys_of_the_base_and_nothing_else(path: Path):
     assert before == after, f"{path.name} changes keys it does not list"
 
 
+@pytest.mark.parametrize("path", ABLATIONS, ids=_ids(ABLATIONS))
+def test_layering_the_file_on_its_base_equals_its_overrides(path: Path):
+    """``--config base --config ablation`` and ``--config base key=value...`` give the same run config."""
+    assert load_config([base_of(path), path]).to_dict() == load(path).to_dict()
+
+
 # Candidate tokens per clip at 4x64x64 (a 2x4x4 token grid after the shrink, 2x2x2 with scale5's pooling kept).
 CANDIDATES = {"token_temporal_mean": 16, "token_all": 32, "scale5_pooling_kept": 4, "input_letterbox": 16,
               "input_short_side": 16, "box_token_local": 16, "scale5_kv_full": 16,

@@ -155,3 +155,20 @@ def test_describe_shows_nested_sections_with_their_help():
     assert "  ava:  # AVA's files" in text
     assert "    train_csv: annotations/ava_train_v2.2.csv  # training annotations" in text
     assert "  init_weights: null  #" in text
+
+
+def test_config_files_layer_in_order_and_the_cli_takes_several(tmp_path, capsys):
+    from bmvit.cli import main as cli_main
+
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("train:\n  epochs: 3\n  batch_size: 4\nmodel:\n  backbone_overrides: {depths: [1, 1, 1, 1]}\n")
+    second.write_text("train:\n  epochs: 5\nmodel:\n  backbone_overrides: {embed_dim: 24}\n")
+    config = load_config([first, second], ["train.batch_size=2"])
+    assert (config.train.epochs, config.train.batch_size) == (5, 2)
+    assert config.model.backbone_overrides == {"embed_dim": 24}  # a mapping field is replaced whole
+    with pytest.raises(ConfigError, match="config file .*missing.yaml does not exist"):
+        load_config([first, tmp_path / "missing.yaml"])
+    assert cli_main(["config", "show", "--config", str(first), "--config", str(second)]) == 0
+    shown = capsys.readouterr().out
+    assert "  epochs: 5  #" in shown and "  batch_size: 4  #" in shown
+

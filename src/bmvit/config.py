@@ -16,6 +16,7 @@ import re
 import typing
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -513,22 +514,29 @@ def _float_from_yaml_string(value: Any) -> Any:
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file, then dotted ``key=value`` overrides; raises ConfigError on any misfit."""
+def load_config(path: str | Path | Sequence[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file(s), then dotted ``key=value`` overrides; raises ConfigError on any misfit.
+
+    Several files are applied in order, each overriding the keys it sets (a recipe, then an ablation
+    of it: ``--config base.yaml --config ablation.yaml``); a mapping-valued field is replaced whole."""
     config = Config()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        data = _yaml_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
-        try:
-            data = _move_old_keys(data, str(path), warn=True, stacklevel=3)
-            _apply(config, _fix_yaml_floats(data, config), "")
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    for one in paths:
+        _apply_file(config, Path(one))
     return apply_overrides(config, overrides or [])
+
+
+def _apply_file(config: Config, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = _yaml_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    try:
+        data = _move_old_keys(data, str(path), warn=True, stacklevel=4)
+        _apply(config, _fix_yaml_floats(data, config), "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

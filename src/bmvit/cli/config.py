@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     show = sub.add_parser("show", help=SHOW_HELP, description=SHOW_HELP)
     # SUPPRESS: when not given after ``show``, a --config given before it is kept.
-    show.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of overrides (see configs/)")
+    show.add_argument("--config", action="append", default=argparse.SUPPRESS,
+                      help="YAML file of overrides (see configs/); repeat it to layer files")
     show.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
 
 
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from bmvit.config import ConfigError, describe_config, load_config
 
     try:
-        config = load_config(args.config, args.overrides)
+        paths = args.config if isinstance(args.config, list) else [args.config] if args.config else []
+        config = load_config(paths, args.overrides)
     except ConfigError as err:
         print(f"bmvit config: error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""``bmvit train --config F [key=value ...] [--resume]``."""
+"""``bmvit train --config F [--config G ...] [key=value ...] [--resume]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file of overrides (see configs/)")
+    parser.add_argument("--config", action="append", help="YAML file of overrides (see configs/); repeat it to "
+                                                          "layer files, e.g. a recipe then one of its ablations")
     parser.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/last.safetensors")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=3")
 
