@@ -274,6 +274,22 @@ def test_duplicate_row_is_a_warning(tmp_path, capsys):
     assert finding.line == len(lines) + 1
 
 
+def test_an_action_repeated_on_one_box_under_another_person_id_is_a_warning(tmp_path):
+    root = make_root(tmp_path)
+    csv_path = root / "annotations" / "ava_train_v2.2.csv"
+    lines = csv_path.read_text().splitlines()
+    video, second, *box, action, person = lines[2].split(",")
+    other = "2" if action != "2" else "1"
+    extra = [",".join([video, second, *box, action, "9"]),  # the same action under person id 9: warned
+             ",".join([video, second, *box, other, "9"])]   # another action under id 9: merged, no warning
+    csv_path.write_text("\n".join(lines + extra) + "\n")
+    report = check(root, media=False)
+    [finding] = report.find("repeated_action")
+    assert finding.line == len(lines) + 1 and "the box of line 3" in finding.message
+    assert f"has action {action} again, under person id 9 after {person}" in finding.message
+    assert not report.find("duplicate_row")
+
+
 def test_boxes_under_several_person_ids_are_counted(tmp_path, capsys):
     """The summary counts, per split, the boxes (and their key frames) annotated under more than one
     person id: training merges each into one target, as PySlowFast does."""

@@ -511,6 +511,7 @@ def _check_rows(
     _check_boxes(rows, layout, options, report)
     _check_seconds(rows, layout, options, report)
     _check_duplicates(rows, layout, options, report)
+    _check_repeated_actions(rows, layout, options, report)
     _add_row_findings(report, "WARNING", "empty_action", rows, np.flatnonzero(rows.action_ids < 0),
                       lambda r: f"{rel}:{rows.lines[r]}: empty action_id (a person-box file, not annotations?)",
                       layout, options, "rows without an action id")
@@ -575,6 +576,43 @@ def _check_duplicates(rows: BoxRows, layout: AvaLayout, options: CheckOptions, r
 
     _add_row_findings(report, "WARNING", "duplicate_row", rows, np.sort(order[dup_pos]), describe, layout, options,
                       "duplicate rows (the evaluator counts a duplicate ground-truth box as a second person)")
+
+
+def _check_repeated_actions(rows: BoxRows, layout: AvaLayout, options: CheckOptions, report: CheckReport) -> None:
+    """A box of a key frame given the same action under a second person id: training merges the rows into
+    one target (as PySlowFast), but the evaluator reads each (box, action, person) row as a ground-truth
+    box, so the second is a person nobody can detect, as with a duplicated row."""
+    video = _video_index(rows)[1]
+    person = np.where(np.isfinite(rows.extra), rows.extra, -1e18)
+    group_keys = (rows.action_ids, *(rows.boxes_xyxy[:, k] for k in (3, 2, 1, 0)), rows.timestamps, video)
+    order = np.lexsort((rows.lines, person, *group_keys))
+    new_group = np.zeros(order.size, dtype=bool)
+    new_group[0] = True
+    for k in group_keys:
+        ks = k[order]
+        new_group[1:] |= ks[1:] != ks[:-1]
+    new_person = new_group.copy()
+    new_person[1:] |= person[order][1:] != person[order][:-1]
+    flagged = order[new_person & ~new_group]  # the first row of each further person id in a group
+    if flagged.size == 0:
+        return
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(order.size), 0))
+    first = {int(order[i]): int(order[group_start[i]]) for i in np.flatnonzero(new_person & ~new_group).tolist()}
+    rel = layout.rel(rows.path)
+
+    def describe(r: int) -> str:
+        f = first[r]
+        return (f"{rel}:{rows.lines[r]}: the box of line {rows.lines[f]} (video {rows.video_ids[r]}, second "
+                f"{rows.timestamps[r]}) has action {rows.action_ids[r]} again, under person id "
+                f"{_person_text(rows.extra[r])} after {_person_text(rows.extra[f])}")
+
+    _add_row_findings(report, "WARNING", "repeated_action", rows, np.sort(flagged), describe, layout, options,
+                      "actions repeated on one box under another person id (the evaluator counts a second "
+                      "ground-truth box there, which nothing can match)")
+
+
+def _person_text(value: float) -> str:
+    return str(int(value)) if np.isfinite(value) and value == round(value) else "(none)"
 
 
 def _check_action_ids(
