@@ -337,3 +337,19 @@ def test_list_comes_from_the_argument_the_annotations_or_the_server(serve, tmp_p
     empty.mkdir()
     with pytest.raises(OSError, match="cannot fetch the video list .*HTTP 404.*--video-list"):
         dl.names_to_download(None, empty, base_url=server.url + "nested/", **FAST)
+
+
+def test_bmvit_offline_refuses_every_download_before_touching_a_file(serve, tmp_path: Path, monkeypatch):
+    from bmvit.models.weights import OfflineError, open_url
+
+    server = serve(videos(**{"a.mkv": A}))
+    monkeypatch.setenv("BMVIT_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="BMVIT_OFFLINE is set: bmvit downloads nothing"):
+        fetch(server, tmp_path / "raw", ["a.mkv"])
+    with pytest.raises(OfflineError, match="the video list"):
+        dl.names_to_download(None, tmp_path, base_url=server.url)
+    with pytest.raises(OfflineError):
+        open_url(server.url + "a.mkv")
+    assert server.requests == [] and not (tmp_path / "raw").exists()
+    monkeypatch.setenv("BMVIT_OFFLINE", "0")  # 0 (or empty) allows downloads
+    assert fetch(server, tmp_path / "raw", ["a.mkv"]).ok

@@ -17,7 +17,9 @@ For each file ``NAME`` of the list, into the videos folder:
   ``NAME`` never exists incomplete. A short file stays ``.part``, is reported and retried with growing
   pauses; after the last try it is left for the next run to resume.
 
-Only the standard library is used (``urllib.request``), so the downloader adds no dependency.
+Only the standard library is used, so the downloader adds no dependency. Every connection is opened by
+``bmvit.models.weights.open_url``, the one place bmvit reaches the network: with ``BMVIT_OFFLINE`` set,
+downloads are refused before any file is touched.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -177,10 +178,13 @@ class _Progress:
 
 
 def _request(url: str, method: str, start: int, timeout_s: float):
+    # Every connection goes through the weights module's open_url, which honours BMVIT_OFFLINE.
+    from bmvit.models.weights import open_url
+
     headers = {"User-Agent": USER_AGENT}
     if start:
         headers["Range"] = f"bytes={start}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers, method=method), timeout=timeout_s)
+    return open_url(url, method=method, headers=headers, timeout_s=timeout_s)
 
 
 def _http_failure(e: urllib.error.HTTPError) -> _AttemptFailed:
@@ -423,9 +427,12 @@ def download_videos(
     the ``.part`` files for the next run, and raises ``KeyboardInterrupt``."""
     from tqdm import tqdm
 
+    from bmvit.models.weights import check_online
+
     if workers < 1:
         raise ValueError(f"download workers must be >= 1, got {workers}")
     check_base_url(base_url)
+    check_online(f"downloading {len(names)} video(s) from {base_url}")  # refused before any file is touched
     begin = time.perf_counter()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -509,8 +516,11 @@ def names_to_download(
         raise FileNotFoundError(f"annotation folder not found: {ann}")
     local = ann / VIDEO_LIST_NAME
     if not local.is_file():
+        from bmvit.models.weights import check_online
+
         check_base_url(base_url)
         url = list_url(base_url)
+        check_online(f"the video list {url}")
         if log is not None:
             log(f"fetching the video list {url} into {ann}")
         got = download_file(url, local, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, log=log)

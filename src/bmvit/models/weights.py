@@ -17,7 +17,9 @@ named keys after nanoGPT's ``from_pretrained``.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import urllib.request
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,6 +389,30 @@ def _check_and_load(model: nn.Module, remapped: dict[str, Tensor], fmt: WeightsF
     full = {k: remapped[k] for k in loaded} | {k: target[k] for k in allowed_missing}
     model.load_state_dict(full, strict=True)
     return LoadReport(path=path, weights_format=fmt.name, loaded=loaded, dropped=dropped, missing=allowed_missing)
+
+
+OFFLINE_ENV = "BMVIT_OFFLINE"
+"""Set (to anything but empty or 0), bmvit opens no network connection: every download is refused."""
+
+
+class OfflineError(ValueError):
+    """A download asked for while ``BMVIT_OFFLINE`` is set."""
+
+
+def check_online(what: str) -> None:
+    """Raise ``OfflineError`` naming ``what`` when ``BMVIT_OFFLINE`` forbids downloads."""
+    if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
+        raise OfflineError(f"{OFFLINE_ENV} is set: bmvit downloads nothing, and {what} would need the network "
+                           f"(unset {OFFLINE_ENV}, or put the file in place by hand)")
+
+
+def open_url(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, timeout_s: float = 60.0):
+    """The one place bmvit opens a network connection (pretrained weights; the AVA videos and list of
+    ``bmvit data prepare-ava --download``), so that ``BMVIT_OFFLINE`` holds for all of them. Returns the
+    ``urllib`` response (a context manager); HTTP and network errors are urllib's."""
+    check_online(url)
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    return urllib.request.urlopen(request, timeout=timeout_s)
 
 
 def check_known_file(path: Path) -> WeightsSpec | None:
