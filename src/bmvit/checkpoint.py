@@ -82,10 +82,7 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     except (SafetensorError, ValueError) as err:
         raise ValueError(f"{path} is not a safetensors file ({err})") from None
     header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_len])
-    raw = header.get("__metadata__", {}).get(METADATA_KEY)
-    metadata = _with_current_names(json.loads(raw)) if raw else {}
-    return tensors, metadata
+    return tensors, _metadata_of_header(json.loads(data[8 : 8 + header_len]))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -99,6 +96,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             header = json.loads(handle.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path} is not a safetensors file ({err})") from None
+    return _metadata_of_header(header)
+
+
+def _metadata_of_header(header: Any) -> dict[str, Any]:
+    """bmvit's metadata in a parsed safetensors header (``{}`` for a file without), names made current."""
     raw = header.get("__metadata__", {}).get(METADATA_KEY) if isinstance(header, dict) else None
     return _with_current_names(json.loads(raw)) if raw else {}
 

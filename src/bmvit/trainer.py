@@ -78,6 +78,7 @@ def select_device(name: str) -> torch.device:
 
 def model_metadata(model: nn.Module, config: Config, classes: ClassInfo) -> dict[str, Any]:
     """What a model file must carry to be used alone: architecture, classes, input conventions."""
+    mean, std = clip_normalisation(config.data)
     return {
         "model_config": model.config.to_dict(),
         "model_class": type(model).__name__,
@@ -85,8 +86,8 @@ def model_metadata(model: nn.Module, config: Config, classes: ClassInfo) -> dict
         "class_names": classes.class_names,
         "label_map": {str(k): v for k, v in classes.label_map.items()},
         "input_size": list(model.input_size),
-        "mean": list(clip_normalisation(config.data)[0]),
-        "std": list(clip_normalisation(config.data)[1]),
+        "mean": list(mean),
+        "std": list(std),
         "resize": config.data.resize,
         "sampling_stride": config.data.sampling_stride,
         "fps": config.data.fps,
