@@ -1,5 +1,13 @@
-"""Fixtures shared by every test."""
+"""Fixtures shared by every test, among them ``serve``: a local HTTP server with ``Range`` support (the
+downloads of ``bmvit.data.download`` and of the weights hub are tested against it, never the internet)."""
 
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -52,3 +60,114 @@ def make_tiny_overrides(root: Path, out_dir: Path, **extra: object) -> list[str]
         **extra,
     }
     return [f"{k}={v}" for k, v in values.items()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a local HTTP server
+
+
+@dataclass
+class Server:
+    """A running test server: its base URL and the requests it saw, as (method, path, Range header)."""
+
+    url: str
+    files: dict[str, bytes]
+    mode: str
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    cut: set[str] = field(default_factory=set)  # files already cut once
+    content_types: dict[str, str] = field(default_factory=dict)  # path -> Content-Type (none sent otherwise)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gets(self, path: str) -> list[str | None]:
+        """The Range headers of the GET requests for ``path`` (None: no Range), in order."""
+        return [rng for method, p, rng in self.requests if method == "GET" and p == path]
+
+    def methods(self, path: str) -> list[str]:
+        return [method for method, p, _ in self.requests if p == path]
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves ``server.state.files`` by path, the way ``server.state.mode`` says."""
+
+    server: ThreadingHTTPServer
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass  # keep the test output clean
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        self._serve(send_body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve(send_body=True)
+
+    def _serve(self, send_body: bool) -> None:
+        state: Server = self.server.state  # type: ignore[attr-defined]
+        rng = self.headers.get("Range")
+        with state.lock:
+            state.requests.append((self.command, self.path, rng))
+        if self.command == "HEAD" and state.mode == "no_head":
+            self.send_error(405)
+            return
+        data = state.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        # "lie": Content-Length says 100 bytes more than the file has, and only the file is sent
+        announced = len(data) + (100 if state.mode == "lie" else 0)
+        start = None
+        if rng and send_body and state.mode != "ignore_range":
+            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
+        if start is not None and start >= announced:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{announced}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if start is not None:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{announced - 1}/{announced}")
+            self.send_header("Content-Length", str(announced - start))
+            payload = data[start:]
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", str(announced))
+            payload = data
+        if self.path in state.content_types:
+            self.send_header("Content-Type", state.content_types[self.path])
+        self.end_headers()
+        if not send_body:
+            return
+        if state.mode == "cut_once":
+            with state.lock:
+                first = self.path not in state.cut
+                state.cut.add(self.path)
+            if first:  # half of it, then the connection drops (HTTP/1.0: closed after the answer)
+                self.wfile.write(payload[: len(payload) // 2])
+                return
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    """``serve(files, mode="range", content_types=None)``: start a server for ``{path: bytes}`` (paths under
+    ``/trainval/``, the server's ``url``); stopped after the test.
+
+    Modes: ``range`` (HEAD and Range answered), ``ignore_range`` (always 200, the whole file), ``cut_once``
+    (the first GET of each file sends half of it and closes the connection), ``lie`` (Content-Length says
+    100 bytes more than are sent), ``no_head`` (HEAD answers 405)."""
+    running: list[ThreadingHTTPServer] = []
+
+    def start(files: dict[str, bytes], mode: str = "range", content_types: dict[str, str] | None = None) -> Server:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        state = Server(url=f"http://127.0.0.1:{httpd.server_address[1]}/trainval/", files=files, mode=mode,
+                       content_types=dict(content_types or {}))
+        httpd.state = state  # type: ignore[attr-defined]
+        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        running.append(httpd)
+        return state
+
+    yield start
+    for httpd in running:
+        httpd.shutdown()
+        httpd.server_close()

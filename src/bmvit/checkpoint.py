@@ -6,8 +6,10 @@ ids and names, input size, mean/std, the run config, metrics and the code versio
 unpickled. A training checkpoint (``last.safetensors``) adds the optimiser, scheduler, scaler and
 RNG state so that ``--resume`` continues exactly where the run stopped.
 
-``load`` (``bmvit.load``) is the user-facing way in: a model file, or a preset name with the file that
-must hold it, to an eval-ready detector; ``model_metadata_or_defaults`` is what inference reads from it.
+``load`` (``bmvit.load``) is the user-facing way in: a model file (a path, the name of a detector record
+of ``bmvit.hub.KNOWN_WEIGHTS``, or an ``http(s)://`` address downloaded into the cache), or a preset name
+with the file that must hold it, to an eval-ready detector; ``model_metadata_or_defaults`` is what inference
+reads from it.
 """
 
 from __future__ import annotations
@@ -285,15 +287,18 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None,
     """A trained detector, eval-ready, with its checkpoint metadata as ``model.metadata`` (``bmvit.load``).
 
     Args:
-        path: a bmvit model file (``model.safetensors``, ``best.safetensors``, ``last.safetensors``),
+        path: a bmvit model file (``model.safetensors``, ``best.safetensors``, ``last.safetensors``), the
+            name of a detector record (``bmvit weights list``; e.g. ``mvit_tiny_8x128.synthetic_demo``), an
+            ``http(s)://`` address of a model file (downloaded once into the cache, ``docs/weights.md``),
             or a preset name from ``bmvit.list_models()`` together with ``weights``.
-        weights: with a preset name: the model file to load; it must hold that preset's architecture.
+        weights: with a preset name: the model file (path, record name or address) to load; it must hold
+            that preset's architecture.
         device: where to put the model (``"auto"``: CUDA when available).
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a preset name without ``weights``, an unknown preset, a file of another preset, or
-            not a bmvit model file.
+        FileNotFoundError: the file does not exist (a bare name that no record has: the closest are named).
+        ValueError: a preset name without ``weights``, an unknown preset, a file of another preset, not a
+            bmvit model file, a backbone-weights record, or a download that failed (``bmvit.hub.WeightsError``).
     """
     from bmvit.models import list_models
 
@@ -303,11 +308,11 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None,
         if name in list_models() and not Path(name).exists():
             raise ValueError(f"bmvit.load({name!r}): a preset name needs weights=MODEL_FILE (for random weights use "
                              f"bmvit.create_model({name!r}))")
-        return load_model(_existing_file(name, "model file"), device)
+        return load_model(_model_file(name, "model file"), device)
     if name not in list_models():
         raise ValueError(f"bmvit.load: {name!r} is not a preset (available: {', '.join(list_models())}); "
                          "pass a model file as the first argument")
-    model = load_model(_existing_file(weights, "weights file"), device)
+    model = load_model(_model_file(weights, "weights file"), device)
     built = _preset_of(model)
     if built != name:
         raise ValueError(f"{weights} holds a {built!r} model, not the {name!r} preset asked for")
@@ -330,6 +335,29 @@ def _preset_of(model: torch.nn.Module) -> str:
         if all(reference.get(k) == v for k, v in mine.items()):
             return preset
     return model.config.backbone
+
+
+def _model_file(path: str | os.PathLike, what: str) -> Path:
+    """The local model file that ``path`` means: the path itself when it exists, else an address or a detector
+    record's name, fetched through ``bmvit.hub`` (cache first, download once)."""
+    from bmvit import hub
+
+    text = os.fspath(path)
+    if Path(text).exists():
+        return _existing_file(text, what)
+    if hub.is_url(text):
+        return hub.fetch_url(text)
+    bare = "/" not in text and os.sep not in text
+    spec = hub.KNOWN_WEIGHTS.get(text) if bare else None
+    if spec is None:
+        if bare:  # a name, perhaps mistyped: say which records it could have meant
+            raise FileNotFoundError(f"{what} {text} does not exist, and it is not the name of a bmvit model "
+                                    f"({hub.suggestion(text, 'detector')}; `bmvit weights list` shows them)")
+        return _existing_file(text, what)
+    if spec.kind != "detector":
+        raise ValueError(f"{text!r} names backbone weights, not a bmvit model: use bmvit.create_model(PRESET, "
+                         f"backbone_weights={text!r})")
+    return hub.fetch(spec)
 
 
 def _existing_file(path: str | os.PathLike, what: str) -> Path:

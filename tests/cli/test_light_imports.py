@@ -1,8 +1,8 @@
 """The commands that need no model never import torch or ``bmvit.models``.
 
-``bmvit ava-eval``, ``bmvit config show``, ``bmvit data check`` and every ``--help`` are run the way a
-user runs them: a fresh interpreter, so that nothing a previous test imported hides an import. Each
-child runs ``bmvit.cli.main`` and then reports which heavy modules ended up in ``sys.modules``.
+``bmvit ava-eval``, ``bmvit config show``, ``bmvit data check``, ``bmvit weights list`` and every ``--help``
+are run the way a user runs them: a fresh interpreter, so that nothing a previous test imported hides an
+import. Each child runs ``bmvit.cli.main`` and then reports which heavy modules ended up in ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -78,6 +78,14 @@ def test_ava_eval_with_a_plot_imports_neither_torch_nor_the_models(tmp_path):
                         "-l", EXAMPLE / "labelmap.pbtxt", "-e", EXAMPLE / "excluded.csv", "--plot", png])
     assert run["code"] == 0 and run["out"].splitlines()[-1] == "mAP: 0.5", run
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_weights_list_and_path_import_neither_torch_nor_the_models():
+    runs = run_fresh(["weights", "list"], ["weights", "path", "mvitv2_s_16x4.k400"],
+                     ["weights", "list", "--help"], ["weights", "download", "--help"])
+    assert [run["code"] for run in runs] == [0, 0, 0, 0], runs
+    assert "mvitv2_s_16x4.k400" in runs[0]["out"]
+    assert runs[1]["out"].strip().endswith("MViTv2_S_16x4_k400_f302660347.pyth")
 
 
 def test_config_show_imports_neither_torch_nor_the_models():

@@ -1,19 +1,15 @@
 """``bmvit.data.download``: resumable, size-checked, parallel downloads, against a local HTTP server.
 
-The server runs in a thread of the test (``ThreadingHTTPServer`` on 127.0.0.1, a free port) with a
-handler written here: it serves a few small files, answers ``HEAD`` and ``Range`` requests (206 with
-``Content-Range``, 416 past the end) and records every request, so the tests can tell which bytes were
-asked for. Its variants: a server that ignores ``Range``, one that cuts the connection half-way the first
-time a file is fetched, one that announces more bytes than it sends, one without ``HEAD``.
+The server (the ``serve`` fixture of ``tests/conftest.py``, shared with the weights hub's tests) runs in
+a thread of the test (``ThreadingHTTPServer`` on 127.0.0.1, a free port): it serves a few small files,
+answers ``HEAD`` and ``Range`` requests (206 with ``Content-Range``, 416 past the end) and records every
+request, so the tests can tell which bytes were asked for. Its variants: a server that ignores ``Range``,
+one that cuts the connection half-way the first time a file is fetched, one that announces more bytes
+than it sends, one without ``HEAD``.
 """
 
 from __future__ import annotations
 
-import re
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,104 +17,6 @@ import pytest
 from bmvit.data import download as dl
 
 FAST = {"backoff_s": 0.01, "timeout_s": 10.0}  # retries without the real pauses
-
-
-@dataclass
-class Server:
-    """A running test server: its base URL and the requests it saw, as (method, path, Range header)."""
-
-    url: str
-    files: dict[str, bytes]
-    mode: str
-    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
-    cut: set[str] = field(default_factory=set)  # files already cut once
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def gets(self, path: str) -> list[str | None]:
-        """The Range headers of the GET requests for ``path`` (None: no Range), in order."""
-        return [rng for method, p, rng in self.requests if method == "GET" and p == path]
-
-    def methods(self, path: str) -> list[str]:
-        return [method for method, p, _ in self.requests if p == path]
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Serves ``server.state.files`` by path, the way ``server.state.mode`` says."""
-
-    server: ThreadingHTTPServer
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        pass  # keep the test output clean
-
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
-        self._serve(send_body=False)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve(send_body=True)
-
-    def _serve(self, send_body: bool) -> None:
-        state: Server = self.server.state  # type: ignore[attr-defined]
-        rng = self.headers.get("Range")
-        with state.lock:
-            state.requests.append((self.command, self.path, rng))
-        if self.command == "HEAD" and state.mode == "no_head":
-            self.send_error(405)
-            return
-        data = state.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        # "lie": Content-Length says 100 bytes more than the file has, and only the file is sent
-        announced = len(data) + (100 if state.mode == "lie" else 0)
-        start = None
-        if rng and send_body and state.mode != "ignore_range":
-            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
-        if start is not None and start >= announced:
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{announced}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if start is not None:
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{announced - 1}/{announced}")
-            self.send_header("Content-Length", str(announced - start))
-            payload = data[start:]
-        else:
-            self.send_response(200)
-            self.send_header("Content-Length", str(announced))
-            payload = data
-        self.end_headers()
-        if not send_body:
-            return
-        if state.mode == "cut_once":
-            with state.lock:
-                first = self.path not in state.cut
-                state.cut.add(self.path)
-            if first:  # half of it, then the connection drops (HTTP/1.0: closed after the answer)
-                self.wfile.write(payload[: len(payload) // 2])
-                return
-        self.wfile.write(payload)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
-    """``serve(files, mode="range")``: start a server for ``{path: bytes}``; stopped after the test."""
-    running: list[ThreadingHTTPServer] = []
-
-    def start(files: dict[str, bytes], mode: str = "range") -> Server:
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = True
-        state = Server(url=f"http://127.0.0.1:{httpd.server_address[1]}/trainval/", files=files, mode=mode)
-        httpd.state = state  # type: ignore[attr-defined]
-        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-        running.append(httpd)
-        return state
-
-    yield start
-    for httpd in running:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def payload(n: int, seed: int = 0) -> bytes:

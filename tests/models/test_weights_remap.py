@@ -231,12 +231,16 @@ def test_shipped_weights_resolve_by_record_name_or_file_name(tmp_path, monkeypat
 
     spec = next(iter(KNOWN_WEIGHTS.values()))
     monkeypatch.setattr(weights, "ASSETS_DIR", tmp_path)
-    with pytest.raises(FileNotFoundError, match=rf"'{spec.name}' does not exist.*not the name of weights"):
+    # Neither shipped nor cached: the name is downloaded into the cache, which offline mode refuses
+    # (tests/models/test_weights_hub.py tests the download itself, against a local server).
+    monkeypatch.setenv("BMVIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BMVIT_OFFLINE", "1")
+    with pytest.raises(weights.OfflineError, match=rf"weights '{re.escape(spec.name)}' are not in the cache"):
         weights.resolve_weights_path(spec.name)
     (tmp_path / spec.file_name).write_bytes(b"")
     assert weights.resolve_weights_path(spec.name) == tmp_path / spec.file_name
     assert weights.resolve_weights_path(spec.file_name) == tmp_path / spec.file_name
-    with pytest.raises(FileNotFoundError, match=rf"shipped: {re.escape(spec.name)}\)"):
+    with pytest.raises(FileNotFoundError, match=r"'no_such_weights' is neither an existing file nor the name"):
         weights.resolve_weights_path("no_such_weights")
     # A path that exists wins over a shipped file of the same name.
     local = tmp_path / "here" / spec.file_name

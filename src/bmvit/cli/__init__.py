@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "detect actors and actions in videos: AVA CSV, JSON, annotated video"),
     "explain": ("explain", "the paper's Fig. 3 for one key frame: p(actor) map, token boxes, attention"),
     "export": ("export", "export the whole detector to ONNX, TorchScript or torch.export"),
+    "weights": ("weights", "list the known pretrained weights and models, download them into the cache by name"),
 }
 
 

@@ -6,7 +6,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="a bmvit model file (model.safetensors, best.safetensors)")
+    parser.add_argument("--weights", required=True,
+                        help="a bmvit model file (model.safetensors, best.safetensors), a model name "
+                             "(`bmvit weights list`) or an http(s) URL of one")
     parser.add_argument("--data", help="dataset root (default: the one the model was trained on)")
     parser.add_argument("--out", default=None, help="folder for detections CSV, per-class JSON and plot")
     parser.add_argument("--json", default=None, help="also write the per-class AP JSON here")
@@ -23,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bmvit.build import ClassInfo, create_eval_loader, resolve_normalisation
-    from bmvit.checkpoint import load_model
+    from bmvit.checkpoint import load
     from bmvit.config import ConfigError, apply_overrides, config_from_dict, load_config
     from bmvit.engine import evaluate
     from bmvit.models.weights import Normalisation
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         device = select_device(args.device)
-        model = load_model(args.weights, device)
+        model = load(args.weights, device=device)  # a path, a record's name or a URL
         meta = model.metadata
         config = config_from_dict(meta.get("run_config", {})) if meta.get("run_config") else load_config()
         overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
@@ -46,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         config.data.mean, config.data.std = list(norm.mean), list(norm.std)
         classes = ClassInfo(class_ids=list(meta["class_ids"]), label_map={int(k): v for k, v in meta["label_map"].items()})
         _check_label_map(config, classes)
-        out_dir = Path(args.out) if args.out else Path(args.weights).resolve().parent / "eval"
+        # Beside a model file given by path; a name or URL (a file in the cache) gives ./eval instead.
+        beside = Path(args.weights).resolve().parent if Path(args.weights).is_file() else Path.cwd()
+        out_dir = Path(args.out) if args.out else beside / "eval"
         out_dir.mkdir(parents=True, exist_ok=True)
         loader = create_eval_loader(config, model, classes, device)
         result = evaluate(model, loader, classes, config.data, config.eval, out_dir, device,

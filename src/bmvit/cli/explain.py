@@ -14,7 +14,7 @@ from bmvit.cli.predict import AMP_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="bmvit model file")
+    parser.add_argument("--weights", required=True, help="bmvit model file, model name (`bmvit weights list`) or http(s) URL of one")
     parser.add_argument("--source", required=True, help="video file or frame folder")
     parser.add_argument("--time", type=float, required=True, help="key-frame time in seconds from the video's start")
     parser.add_argument("--out", required=True, help="PNG file to write")

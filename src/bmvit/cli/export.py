@@ -15,7 +15,7 @@ FORMAT_CHOICES = ("onnx", "torchscript", "export")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="bmvit model file")
+    parser.add_argument("--weights", required=True, help="bmvit model file, model name (`bmvit weights list`) or http(s) URL of one")
     parser.add_argument("--format", default="onnx", choices=FORMAT_CHOICES,
                         help="onnx (default) | torchscript (.pt) | export (torch.export program, .pt2)")
     parser.add_argument("--out", required=True, help="file to write")

@@ -18,8 +18,12 @@ For each file ``NAME`` of the list, into the videos folder:
   pauses; after the last try it is left for the next run to resume.
 
 Only the standard library is used, so the downloader adds no dependency. Every connection is opened by
-``bmvit.models.weights.open_url``, the one place bmvit reaches the network: with ``BMVIT_OFFLINE`` set,
-downloads are refused before any file is touched.
+``bmvit.hub.open_url``, the one place bmvit reaches the network: with ``BMVIT_OFFLINE`` set, downloads are
+refused before any file is touched.
+
+``download_file`` is the one resumable transfer of bmvit: pretrained weights (``bmvit.hub``) use it too,
+with two checks of their own (``check_response``: an HTML page instead of a file; ``check_file``: the
+sha256 of the finished ``.part``, before it is renamed).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 # bmvit.data.prepare_ava (which imports PyAV and Pillow) is imported where it is needed, so that
 # ``bmvit data prepare-ava --help`` can read OFFICIAL_BASE_URL from here without loading them.
@@ -49,6 +53,10 @@ USER_AGENT = "bmvit-download/1"
 
 Status = Literal["downloaded", "present", "failed"]
 LogFn = Callable[[str], None]
+ResponseCheck = Callable[[Any], "str | None"]
+"""``check(headers) -> reason or None``: refuse an answer before its body is written (the ``.part`` is deleted)."""
+FileCheck = Callable[[Path], "str | None"]
+"""``check(part) -> reason or None``: refuse a complete ``.part`` before it is renamed (it is deleted)."""
 
 
 @dataclass
@@ -143,7 +151,7 @@ class _Stopped(Exception):
     """The run was interrupted: the partial file is kept for the next run."""
 
 
-class _Progress:
+class Progress:
     """Thread-safe byte counter over a tqdm bar whose total grows as the servers announce sizes."""
 
     def __init__(self, bar) -> None:
@@ -178,8 +186,8 @@ class _Progress:
 
 
 def _request(url: str, method: str, start: int, timeout_s: float):
-    # Every connection goes through the weights module's open_url, which honours BMVIT_OFFLINE.
-    from bmvit.models.weights import open_url
+    # Every connection goes through bmvit.hub.open_url, which honours BMVIT_OFFLINE.
+    from bmvit.hub import open_url
 
     headers = {"User-Agent": USER_AGENT}
     if start:
@@ -233,14 +241,18 @@ def download_file(
     retries: int = 3,
     backoff_s: float = 2.0,
     timeout_s: float = 60.0,
-    progress: _Progress | None = None,
+    progress: Progress | None = None,
     log: LogFn | None = None,
     stop: threading.Event | None = None,
+    check_response: ResponseCheck | None = None,
+    check_file: FileCheck | None = None,
 ) -> FileResult:
     """Fetch ``url`` into ``dest`` as the module docstring describes; never raises for network trouble.
 
     A failed attempt that may pass (connection lost, short file, HTTP 5xx/429) is retried up to
     ``retries`` times, waiting ``backoff_s``, then twice that, and so on; a 404 or another 4xx is not.
+    A reason returned by ``check_response`` (given the ``GET`` answer's headers) or ``check_file`` (given
+    the complete ``.part``) fails the file at once, without a retry, and deletes the ``.part``.
     """
     dest = Path(dest)
     result = FileResult(dest.name, "failed", str(dest))
@@ -254,7 +266,7 @@ def download_file(
                 break
         result.attempts = attempt + 1
         try:
-            _attempt(url, dest, result, timeout_s, progress, stop)
+            _attempt(url, dest, result, timeout_s, progress, stop, check_response, check_file)
             result.reason = ""
             return result
         except _AttemptFailed as e:
@@ -271,8 +283,9 @@ def download_file(
     return result
 
 
-def _attempt(url: str, dest: Path, result: FileResult, timeout_s: float, progress: _Progress | None,
-             stop: threading.Event) -> None:
+def _attempt(url: str, dest: Path, result: FileResult, timeout_s: float, progress: Progress | None,
+             stop: threading.Event, check_response: ResponseCheck | None = None,
+             check_file: FileCheck | None = None) -> None:
     """One try: sets ``result.status`` on success, raises ``_AttemptFailed`` otherwise.
 
     ``dest`` is only ever replaced by a checked file: a shorter one (an interrupted ``wget -c``) is moved
@@ -297,7 +310,7 @@ def _attempt(url: str, dest: Path, result: FileResult, timeout_s: float, progres
             part.unlink()
             have = 0
         if total is not None and have == total:  # finished earlier, interrupted before the rename
-            _publish(part, dest, result, "downloaded")
+            _publish(part, dest, result, "downloaded", check_file)
             return
     for _ in range(2):  # a second request only after a refused range, from byte 0
         try:
@@ -310,7 +323,7 @@ def _attempt(url: str, dest: Path, result: FileResult, timeout_s: float, progres
                         result.status, result.size = "present", have
                         return
                     if whole == have:
-                        _publish(part, dest, result, "downloaded")
+                        _publish(part, dest, result, "downloaded", check_file)
                         return
                     part.unlink(missing_ok=True)  # longer than the server's file: start again
                     from_dest, have = False, 0
@@ -319,17 +332,18 @@ def _attempt(url: str, dest: Path, result: FileResult, timeout_s: float, progres
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             raise _network_failure(e, "cannot reach the server") from None
         with resp:
+            _check_answer(resp, part, check_response)
             if from_dest and resp.status == 206:
                 os.replace(dest, part)
             elif from_dest:  # a 200 sends the whole file into .part; ``dest`` stays until it is complete
                 have = 0
             _receive(resp, part, have, total, result, progress, stop)
-        _publish(part, dest, result, "downloaded")
+        _publish(part, dest, result, "downloaded", check_file)
         return
     raise _AttemptFailed("the server refused every range", retry=True)
 
 
-def _receive(resp, part: Path, have: int, total: int | None, result: FileResult, progress: _Progress | None,
+def _receive(resp, part: Path, have: int, total: int | None, result: FileResult, progress: Progress | None,
              stop: threading.Event) -> None:
     """Write the body of ``resp`` to ``part`` (appending after a 206) and check the size."""
     if resp.status == 206:
@@ -384,7 +398,19 @@ def _receive(resp, part: Path, have: int, total: int | None, result: FileResult,
         raise _AttemptFailed(f"{part.name} has {size} bytes, the server announced {expected}", retry=True)
 
 
-def _publish(part: Path, dest: Path, result: FileResult, status: Status) -> None:
+def _check_answer(resp, part: Path, check: ResponseCheck | None) -> None:
+    """Refuse an answer ``check`` rejects (e.g. an HTML page) before a byte of it reaches ``part``."""
+    reason = check(resp.headers) if check is not None else None
+    if reason:
+        part.unlink(missing_ok=True)  # what came before belongs to another answer: nothing to resume
+        raise _AttemptFailed(reason, retry=False)
+
+
+def _publish(part: Path, dest: Path, result: FileResult, status: Status, check: FileCheck | None = None) -> None:
+    reason = check(part) if check is not None else None
+    if reason:
+        part.unlink(missing_ok=True)  # wrong bytes: resuming them would only make a longer wrong file
+        raise _AttemptFailed(reason, retry=False)
     os.replace(part, dest)
     result.status, result.size = status, dest.stat().st_size
 
@@ -427,7 +453,7 @@ def download_videos(
     the ``.part`` files for the next run, and raises ``KeyboardInterrupt``."""
     from tqdm import tqdm
 
-    from bmvit.models.weights import check_online
+    from bmvit.hub import check_online
 
     if workers < 1:
         raise ValueError(f"download workers must be >= 1, got {workers}")
@@ -452,7 +478,7 @@ def download_videos(
     bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True,
                disable=True if not progress or not todo else None,  # None: shown on a terminal only
                desc=f"download {len(todo)} file(s)")
-    counter = _Progress(bar)
+    counter = Progress(bar)
     stop = threading.Event()
 
     def one(name: str) -> FileResult:
@@ -516,7 +542,7 @@ def names_to_download(
         raise FileNotFoundError(f"annotation folder not found: {ann}")
     local = ann / VIDEO_LIST_NAME
     if not local.is_file():
-        from bmvit.models.weights import check_online
+        from bmvit.hub import check_online
 
         check_base_url(base_url)
         url = list_url(base_url)
@@ -533,6 +559,7 @@ __all__ = [
     "OFFICIAL_BASE_URL",
     "DownloadSummary",
     "FileResult",
+    "Progress",
     "check_base_url",
     "download_file",
     "download_videos",

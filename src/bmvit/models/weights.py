@@ -16,16 +16,26 @@ named keys after nanoGPT's ``from_pretrained``.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import urllib.request
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+# The records, the cache and the network live in the torch-free bmvit.hub (``bmvit weights list`` reads them
+# without torch); they are re-exported here, where they were first defined.
+from bmvit.hub import (  # noqa: F401 - re-exported
+    ASSETS_DIR,
+    KNOWN_WEIGHTS,
+    OFFLINE_ENV,
+    OfflineError,
+    WeightsSpec,
+    check_online,
+    open_url,
+    sha256_of,
+)
 
 _CONTAINER_KEYS = ("model_state", "state_dict", "model", "module")
 
@@ -80,162 +90,24 @@ def weights_normalisation(model: nn.Module, detector_metadata: dict | None = Non
     return None
 
 
-@dataclass(frozen=True)
-class WeightsSpec:
-    """A pretrained weights file we know of. The license travels with the record.
-
-    ``sha256`` may be a prefix of the digest (torchvision names its files with one).
-    """
-
-    name: str  # ``arch.tag``
-    file_name: str
-    source_format: str
-    input_size: tuple[int, int, int]  # (T, H, W) the weights were trained at
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    num_classes: int  # of the source classifier (dropped on load)
-    license: str
-    url: str | None = None
-    sha256: str | None = None
-    backbone: str = "mvitv2_s"  # the preset these weights fit
-
-
-KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
-    spec.name: spec
-    for spec in (
-        WeightsSpec(
-            name="mvitv2_s_16x4.k400",
-            file_name="MViTv2_S_16x4_k400_f302660347.pyth",
-            source_format="slowfast",
-            input_size=(16, 224, 224),
-            mean=(0.45, 0.45, 0.45),
-            std=(0.225, 0.225, 0.225),
-            num_classes=400,
-            license="Apache-2.0 (PySlowFast model zoo); trained on Kinetics-400",
-            url="https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/mvitv2/pysf_video_models/"
-            "MViTv2_S_16x4_k400_f302660347.pyth",
-        ),
-        WeightsSpec(
-            name="mvitv2_s_16x4.k400_tv",
-            file_name="mvit_v2_s-ae3be167.pth",
-            source_format="torchvision",
-            input_size=(16, 224, 224),
-            mean=(0.45, 0.45, 0.45),
-            std=(0.225, 0.225, 0.225),
-            num_classes=400,
-            license="BSD-3-Clause (torchvision; weights ported from PySlowFast); trained on Kinetics-400",
-            url="https://download.pytorch.org/models/mvit_v2_s-ae3be167.pth",
-            sha256="ae3be167",
-        ),
-        # VideoMAE publishes its checkpoints on Google Drive without stable file names (MODEL_ZOO.md);
-        # save a download under file_name for the record to be recognised. ImageNet mean/std, as
-        # VideoMAE's data pipeline normalises.
-        WeightsSpec(
-            name="vit_b_16x4.videomae_k400_ft_k400",
-            file_name="videomae_vit_b_16x4_k400_e1600_ft.pth",
-            source_format="videomae",
-            input_size=(16, 224, 224),
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-            num_classes=400,
-            license="CC BY-NC 4.0 (VideoMAE); trained on Kinetics-400",
-            url="https://drive.google.com/file/d/1MzwteHH-1yuMnFb8vRBQDvngV1Zl-d3z/view",
-            backbone="vit_b",
-        ),
-        WeightsSpec(
-            name="vit_b_16x4.videomae_k400",
-            file_name="videomae_vit_b_16x4_k400_e1600_pretrain.pth",
-            source_format="videomae",
-            input_size=(16, 224, 224),
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-            num_classes=0,  # MAE pre-training: no classifier; the decoder is dropped on load
-            license="CC BY-NC 4.0 (VideoMAE); self-supervised on Kinetics-400",
-            url="https://drive.google.com/file/d/1tEhLyskjb755TJ65ptsrafUG2llSwQE1/view",
-            backbone="vit_b",
-        ),
-        # The hiera package does not state the video mean/std; these are the Kinetics values of
-        # PySlowFast and MAE-ST, the recipes Hiera's video training follows (unverified).
-        WeightsSpec(
-            name="hiera_l_16x224.mae_k400_ft_k400",
-            file_name="hiera_large_16x224.pth",
-            source_format="hiera",
-            input_size=(16, 224, 224),
-            mean=(0.45, 0.45, 0.45),
-            std=(0.225, 0.225, 0.225),
-            num_classes=400,
-            license="CC BY-NC 4.0 (Hiera model zoo; the code is Apache-2.0); trained on Kinetics-400",
-            url="https://dl.fbaipublicfiles.com/hiera/hiera_large_16x224.pth",
-            backbone="hiera_l",
-        ),
-        WeightsSpec(
-            name="hiera_l_16x224.mae_k400",
-            file_name="mae_hiera_large_16x224.pth",
-            source_format="hiera",
-            input_size=(16, 224, 224),
-            mean=(0.45, 0.45, 0.45),
-            std=(0.225, 0.225, 0.225),
-            num_classes=0,  # MAE pre-training: no classifier; fusion heads and decoder are dropped on load
-            license="CC BY-NC 4.0 (Hiera model zoo; the code is Apache-2.0); self-supervised on Kinetics-400",
-            url="https://dl.fbaipublicfiles.com/hiera/mae_hiera_large_16x224.pth",
-            backbone="hiera_l",
-        ),
-        WeightsSpec(
-            name="hiera_b_16x224.mae_k400_ft_k400",
-            file_name="hiera_base_16x224.pth",
-            source_format="hiera",
-            input_size=(16, 224, 224),
-            mean=(0.45, 0.45, 0.45),
-            std=(0.225, 0.225, 0.225),
-            num_classes=400,
-            license="CC BY-NC 4.0 (Hiera model zoo; the code is Apache-2.0); trained on Kinetics-400",
-            url="https://dl.fbaipublicfiles.com/hiera/hiera_base_16x224.pth",
-            backbone="hiera_b",
-        ),
-        # Ours, shipped in bmvit/assets: the whole tiny detector after configs/synthetic_pretrain.yaml's four
-        # stages (288 synthetic videos of seed 1, then 288 of seed 2, never the demo's seed-0 videos; 345 min
-        # on 2 CPU cores, docs/demo.md#the-pretrained-detector); the demo starts from all of it. The name is
-        # from its first stages, on seed 1 only.
-        WeightsSpec(
-            name="mvit_tiny_8x128.synthetic_seed1",
-            file_name="bmvit_mvit_tiny_synthetic_pretrain.safetensors",
-            source_format="bmvit",
-            input_size=(8, 128, 128),
-            mean=(0.45, 0.45, 0.45),
-            std=(0.225, 0.225, 0.225),
-            num_classes=9,
-            license="Apache-2.0 (bmvit); trained on `bmvit synth --videos 288` videos of seeds 1 and 2",
-            sha256="617e6dc8354b2d8d1966a1fd2230d3609b589b6b3395afef5b36502b401eb837",
-            backbone="mvit_tiny",
-        ),
-    )
-}
-
-
-# Weights that ship inside the package; a config may name them instead of giving a path.
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+# ASSETS_DIR (imported above): weights that ship inside the package; a config may name them instead of
+# giving a path. Read from this module at each call, so that a test can point it elsewhere.
 
 
 def resolve_weights_path(path: str | Path) -> Path:
-    """The file that ``backbone_weights=path`` means.
+    """The file that ``backbone_weights=path`` (or ``init_weights=``) means: ``bmvit.hub.resolve``.
 
-    An existing path is taken as it is. Otherwise a ``KNOWN_WEIGHTS`` record's name or file name
-    whose file ships with the package (``bmvit/assets``) resolves to that file, so a config can say
-    ``backbone_weights: mvit_tiny_8x128.synthetic_seed1`` from any working directory.
+    An existing path is taken as it is. A ``KNOWN_WEIGHTS`` record's name or file name resolves to the
+    file shipped with the package (``bmvit/assets``), else to the cache (``$BMVIT_HOME/weights``), else is
+    downloaded there (sha256 checked); an ``http(s)://`` address is downloaded into the cache too.
 
     Raises:
-        FileNotFoundError: neither a file nor a shipped record; the message lists the shipped ones.
+        FileNotFoundError: a path that does not exist, or a name no record has (the closest are named).
+        bmvit.hub.WeightsError: the file could not be had (offline, manual download, network, sha256).
     """
-    if Path(path).exists():
-        return Path(path)
-    shipped = {spec.name: ASSETS_DIR / spec.file_name for spec in KNOWN_WEIGHTS.values()
-               if (ASSETS_DIR / spec.file_name).is_file()}
-    for name, file in shipped.items():
-        if str(path) in (name, file.name):
-            return file
-    names = ", ".join(sorted(shipped)) or "none"
-    raise FileNotFoundError(f"weights file {str(path)!r} does not exist, and it is not the name of weights that ship "
-                            f"with bmvit (shipped: {names})")
+    from bmvit.hub import resolve
+
+    return resolve(path, assets_dir=ASSETS_DIR)
 
 
 @dataclass
@@ -391,30 +263,6 @@ def _check_and_load(model: nn.Module, remapped: dict[str, Tensor], fmt: WeightsF
     return LoadReport(path=path, weights_format=fmt.name, loaded=loaded, dropped=dropped, missing=allowed_missing)
 
 
-OFFLINE_ENV = "BMVIT_OFFLINE"
-"""Set (to anything but empty or 0), bmvit opens no network connection: every download is refused."""
-
-
-class OfflineError(ValueError):
-    """A download asked for while ``BMVIT_OFFLINE`` is set."""
-
-
-def check_online(what: str) -> None:
-    """Raise ``OfflineError`` naming ``what`` when ``BMVIT_OFFLINE`` forbids downloads."""
-    if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
-        raise OfflineError(f"{OFFLINE_ENV} is set: bmvit downloads nothing, and {what} would need the network "
-                           f"(unset {OFFLINE_ENV}, or put the file in place by hand)")
-
-
-def open_url(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, timeout_s: float = 60.0):
-    """The one place bmvit opens a network connection (pretrained weights; the AVA videos and list of
-    ``bmvit data prepare-ava --download``), so that ``BMVIT_OFFLINE`` holds for all of them. Returns the
-    ``urllib`` response (a context manager); HTTP and network errors are urllib's."""
-    check_online(url)
-    request = urllib.request.Request(url, headers=headers or {}, method=method)
-    return urllib.request.urlopen(request, timeout=timeout_s)
-
-
 def check_known_file(path: Path) -> WeightsSpec | None:
     """The ``KNOWN_WEIGHTS`` record whose file name ``path`` has (None if none), after checking the
     file's sha256 against it: a corrupt or different file under a known name is an error."""
@@ -425,12 +273,9 @@ def check_known_file(path: Path) -> WeightsSpec | None:
 
 
 def _check_sha256(path: Path, expected: str) -> None:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(expected.lower()):
-        raise ValueError(f"{path} has sha256 {digest.hexdigest()}, expected one starting with {expected}: "
+    actual = sha256_of(path)
+    if not actual.startswith(expected.lower()):
+        raise ValueError(f"{path} has sha256 {actual}, expected one starting with {expected}: "
                          "the file is damaged or is not the one its name says")
 
 
