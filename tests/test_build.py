@@ -199,3 +199,32 @@ def test_layer_decay_unit_is_validated():
     assert load_config(None, ["optim.layer_decay_unit=stage"]).optim.layer_decay_unit == "stage"
     with pytest.raises(ConfigError, match="optim.layer_decay_unit must be block or stage, got 'layer'"):
         load_config(None, ["optim.layer_decay_unit=layer"]).validate()
+
+
+def test_frozen_blocks_freeze_the_stem_and_the_first_blocks_and_the_optimiser_leaves_them_out():
+    import bmvit
+    from bmvit.build import create_optimizer, freeze_backbone
+    from bmvit.config import ConfigError, OptimConfig
+
+    model = _Detector(bmvit.create_backbone("mvit_tiny"))  # 5 blocks
+    frozen = freeze_backbone(model, 2)
+    still = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert still and all(n.startswith(("backbone.patch_embed.", "backbone.cls_token", "backbone.blocks.0.",
+                                       "backbone.blocks.1.")) for n in still)
+    assert any(n.startswith("backbone.blocks.1.") for n in still)
+    assert frozen == sum(p.numel() for n, p in model.named_parameters() if n in still)
+    optimizer = create_optimizer(model, OptimConfig(lr=1e-3))
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in model.parameters() if p.requires_grad}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.backbone(torch.randn(1, 3, *model.backbone.cfg.input_size)).sum().backward()
+    optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and not changed & still
+    assert freeze_backbone(model, 0) == 0
+    whole = _Detector(bmvit.create_backbone("mvit_tiny"))
+    freeze_backbone(whole, -1)
+    assert {n for n, p in whole.named_parameters() if p.requires_grad} == {n for n, _ in whole.named_parameters()
+                                                                           if not n.startswith("backbone.")}
+    with pytest.raises(ConfigError, match="frozen_blocks=6 but the backbone has 5 blocks"):
+        freeze_backbone(_Detector(bmvit.create_backbone("mvit_tiny")), 6)

@@ -169,7 +169,8 @@ def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
     """Absolute paths of the annotation files; a clear error when the root lacks them.
 
     AVA: ``train_csv``, ``val_csv``, ``label_map``, ``exclusions`` (None if absent). UCF101-24 /
-    JHMDB-21: ``annotations`` (the ACT ground truth) and ``media`` (the frame or video folder).
+    JHMDB-21: ``annotations`` (the ACT ground truth) and ``media`` (the frame or video folder). Custom
+    (a root of ``bmvit data import``): AVA's keys (no exclusions) and ``dataset`` (its ``dataset.yaml``).
     """
     cfg.validate()
     if not cfg.root:
@@ -177,8 +178,10 @@ def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
     root = Path(cfg.root)
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {root} is not a directory")
-    if cfg.format != "ava":
+    if cfg.format in DataConfig.ACT_FORMATS:
         return _resolve_act_paths(cfg, root)
+    if cfg.format == "custom":
+        return _resolve_custom_paths(root)
     paths: dict[str, Path | None] = {}
     for key in ("train_csv", "val_csv", "label_map", "exclusions"):
         rel = getattr(cfg.ava, key)
@@ -188,6 +191,23 @@ def resolve_data_paths(cfg: DataConfig) -> dict[str, Path | None]:
             raise FileNotFoundError(f"data.ava.{key}: {paths[key]} does not exist (data.root={root})")
     if paths["exclusions"] is not None and not paths["exclusions"].is_file():
         paths["exclusions"] = None
+    return paths
+
+
+def _resolve_custom_paths(root: Path) -> dict[str, Path | None]:
+    from bmvit.data.custom.root import ANNOTATION_FILES, DATASET_FILE, LABEL_MAP_FILE
+
+    paths: dict[str, Path | None] = {
+        "dataset": root / DATASET_FILE,
+        "train_csv": root / ANNOTATION_FILES["train"],
+        "val_csv": root / ANNOTATION_FILES["val"],
+        "label_map": root / LABEL_MAP_FILE,
+    }
+    for key, path in paths.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"data.format=custom: {path} does not exist (data.root={root} must be a root "
+                                    "written by `bmvit data import`, see docs/custom_data.md)")
+    paths["exclusions"] = None
     return paths
 
 
@@ -212,7 +232,7 @@ def data_label_map(cfg: DataConfig) -> dict[int, str]:
     """``{class id: name}`` of the evaluated classes: AVA's label-map file, or every class of the ACT
     ground truth (ids ``1..N`` in the order of its ``labels``)."""
     paths = resolve_data_paths(cfg)
-    if cfg.format == "ava":
+    if cfg.format in ("ava", "custom"):
         from bmvit.data.ava import read_label_map
 
         return read_label_map(paths["label_map"])
@@ -237,9 +257,16 @@ def read_class_info(data_cfg: DataConfig) -> ClassInfo:
     """Trained classes = every action id in the training annotations (80 on AVA); evaluated = the label map.
 
     UCF101-24 / JHMDB-21: both are every class of the ACT ground truth (ids ``1..24`` / ``1..21``).
+    Custom: both are the classes of its ``dataset.yaml`` (a class without training examples included).
     """
     from bmvit.data.ava import read_annotations, read_label_map
 
+    if data_cfg.format == "custom":
+        from bmvit.data.custom.root import read_dataset_info
+
+        resolve_data_paths(data_cfg)
+        info = read_dataset_info(data_cfg.root)
+        return ClassInfo(class_ids=sorted(info.classes), label_map=dict(info.classes))
     if data_cfg.format != "ava":
         label_map = data_label_map(data_cfg)
         return ClassInfo(class_ids=sorted(label_map), label_map=label_map)
@@ -274,8 +301,10 @@ def create_dataset(
     num_frames, height, width = input_size
     if height != width:
         raise ValueError(f"the model input must be square, got {height}x{width}")
-    if cfg.format != "ava":
+    if cfg.format in DataConfig.ACT_FORMATS:
         return _act_dataset(cfg, split, class_ids, num_frames, height, train, output)
+    if cfg.format == "custom":
+        return _custom_dataset(cfg, split, class_ids, num_frames, height, train, output)
     from bmvit.data.ava import AVA_VALID_SECONDS
     from bmvit.data.dataset import AVADataset
 
@@ -385,6 +414,30 @@ def _act_dataset(
     return dataset
 
 
+def _custom_dataset(
+    cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool, output: str = "uint8"
+):
+    """The key frames of a root written by ``bmvit data import``: every video at its own frame rate, clip
+    strides counted on a ``data.fps`` timeline."""
+    from bmvit.data.custom.root import custom_dataset, read_dataset_info
+    from bmvit.data.dataset import keyframe_transform
+    from bmvit.data.transforms import min_decode_size
+
+    resolve_data_paths(cfg)
+    augmentation = _augmentation(cfg)
+    return custom_dataset(
+        read_dataset_info(cfg.root),
+        split,
+        class_ids,
+        num_frames=num_frames,
+        stride=cfg.sampling_stride,
+        sample_fps=cfg.fps,
+        transform=keyframe_transform(class_ids, size, train, **augmentation, output=output),
+        cache_videos=cfg.cache_videos,
+        decode_size=min_decode_size(size, augmentation["scale_jitter"]),  # as AVADataset: the same pixels
+    )
+
+
 def create_eval_loader(config: Config, model: nn.Module, classes: ClassInfo,
                        device: torch.device | None = None) -> DataLoader:
     """The val split's loader for ``model``, built once per run: this rank's share of the key frames,
@@ -425,6 +478,27 @@ def _block_stages(model: nn.Module, num_blocks: int) -> list[int]:
         raise ConfigError(f"optim.layer_decay_unit=stage: the backbone's stages {tuple(depths)} hold {sum(depths)} "
                           f"blocks, its parameters name {num_blocks}")
     return [s for s, depth in enumerate(depths) for _ in range(depth)]
+
+
+def freeze_backbone(model: nn.Module, frozen_blocks: int) -> int:
+    """Stop training the first ``frozen_blocks`` backbone blocks and its stem (patch embedding, position
+    tables outside the blocks); -1: the whole backbone. Their parameters get ``requires_grad=False``, so
+    the optimiser (``create_optimizer``) and DDP leave them out. Returns the number of parameters frozen."""
+    if frozen_blocks == 0:
+        return 0
+    names = [n for n, _ in model.named_parameters() if n.startswith("backbone.")]
+    num_layers = max((int(m.group(1)) for n in names if (m := re.search(r"\.blocks\.(\d+)\.", n))), default=-1) + 1
+    if frozen_blocks > num_layers:
+        raise ConfigError(f"optim.frozen_blocks={frozen_blocks} but the backbone has {num_layers} blocks "
+                          "(-1 freezes all of it)")
+    frozen = 0
+    for name, param in model.named_parameters():
+        if not name.startswith("backbone."):
+            continue
+        if frozen_blocks == -1 or _layer_id(name, num_layers) <= frozen_blocks:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
 
 
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

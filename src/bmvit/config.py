@@ -97,7 +97,8 @@ class DataConfig:
     """Where the data lives (AVA format, UCF101-24, JHMDB-21) and how clips are sampled and augmented."""
 
     format: str = _f(
-        "ava", "dataset format: ava (AVA CSVs, AVA frame-mAP) | ucf101_24 | jhmdb_21 (ACT tube pickle, ACT frame-mAP)"
+        "ava", "dataset format: ava (AVA CSVs, AVA frame-mAP) | ucf101_24 | jhmdb_21 (ACT tube pickle, ACT frame-mAP) | "
+               "custom (a root written by bmvit data import: dataset.yaml, AVA frame-mAP)"
     )
     root: str = _f("", "dataset root (annotations/, frame_lists/, videos/ or frames/)")
     source: str = _f("video", "clip source: video (decode files with PyAV) | frames (jpg folders)")
@@ -121,8 +122,9 @@ class DataConfig:
     ava: AVAFilesConfig = field(default_factory=AVAFilesConfig)
     act: ACTFilesConfig = field(default_factory=ACTFilesConfig)
 
-    FORMATS = ("ava", "ucf101_24", "jhmdb_21")
-    NUM_SPLITS = {"ava": 1, "ucf101_24": 1, "jhmdb_21": 3}
+    FORMATS = ("ava", "ucf101_24", "jhmdb_21", "custom")
+    NUM_SPLITS = {"ava": 1, "ucf101_24": 1, "jhmdb_21": 3, "custom": 1}
+    ACT_FORMATS = ("ucf101_24", "jhmdb_21")
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the key when a data value is out of its allowed set."""
@@ -144,8 +146,10 @@ class DataConfig:
             raise ConfigError(f"data.num_workers must be >= 0, or -1 for one per CPU core of this rank; got {self.num_workers}")
         if not 0.0 <= self.max_bad_clips < 1.0:
             raise ConfigError(f"data.max_bad_clips must be a fraction in [0, 1), got {self.max_bad_clips}")
+        if self.format == "custom" and self.source != "video":
+            raise ConfigError("data.source must be video for data.format=custom (an imported root holds videos)")
         splits = self.NUM_SPLITS[self.format]
-        if self.format != "ava" and not 1 <= self.act.split_index <= splits:
+        if self.format in self.ACT_FORMATS and not 1 <= self.act.split_index <= splits:
             raise ConfigError(f"data.act.split_index must be 1..{splits} for {self.format}, got {self.act.split_index}")
 
 
@@ -218,6 +222,8 @@ class OptimConfig:
     warmup_epochs: float = _f(1.0, "linear warm-up length in epochs")
     min_lr_ratio: float = _f(0.01, "final learning rate as a fraction of the peak")
     clip_grad: float = _f(1.0, "max gradient norm (0 = off)")
+    frozen_blocks: int = _f(0, "backbone blocks kept at their pretrained values, from the input (the patch "
+                               "embedding with them); -1 = the whole backbone; 0 = none (small datasets: freeze some)")
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the key when a value is out of range."""
@@ -230,6 +236,8 @@ class OptimConfig:
             raise ConfigError(f"optim.layer_decay_unit must be block or stage, got {self.layer_decay_unit!r}")
         if self.min_lr_ratio > 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.frozen_blocks < -1:
+            raise ConfigError(f"optim.frozen_blocks must be >= 0, or -1 for the whole backbone; got {self.frozen_blocks}")
 
 
 @dataclass

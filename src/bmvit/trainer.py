@@ -30,6 +30,7 @@ from bmvit.build import (
     create_scheduler,
     create_split_dataset,
     family_of,
+    freeze_backbone,
     read_class_info,
     resolve_normalisation,
 )
@@ -257,6 +258,9 @@ def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | No
     steps_per_epoch = len(sampler) // batch // config.train.grad_accum
     num_workers = default_num_workers(config.data.num_workers)
     check_shared_memory(num_workers, max(batch, config.eval.batch_size), (3, *model.input_size))
+    frozen = freeze_backbone(model, config.optim.frozen_blocks)
+    if main and frozen:
+        print(f"optim.frozen_blocks={config.optim.frozen_blocks}: {frozen:,} backbone parameters frozen", flush=True)
     optimizer = create_optimizer(model, config.optim)
     last_path = Path(config.train.out_dir) / "last.safetensors"
     return _Run(

@@ -1,7 +1,8 @@
 """``bmvit data check ROOT [--source auto|frames|video] [--decode | --decode-sample N] [--json OUT] ...``.
 
-Verifies an AVA-layout dataset root before training (``docs/data_check.md``) and prints a report, one
-block per section with OK / WARNING / ERROR lines and a summary. Exit status: 1 when there are errors,
+Verifies an AVA-layout dataset root, or a root written by ``bmvit data import`` (it has a ``dataset.yaml``),
+before training (``docs/data_check.md``, ``docs/custom_data.md``) and prints a report, one block per section
+with OK / WARNING / ERROR lines and a summary. Exit status: 1 when there are errors,
 0 with warnings only or none, 2 when ROOT is not a folder or an option is wrong.
 """
 
@@ -49,8 +50,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON here")
 
 
-def run(args: argparse.Namespace) -> int:
+def _print(report, args: argparse.Namespace) -> int:
     import json
+
+    print(report.to_text())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report.to_dict(), f, indent=1)
+        print(f"report written to {args.json}")
+    return report.exit_code
+
+
+def _check_custom(args: argparse.Namespace) -> int:
+    """A root of ``bmvit data import`` (it has a dataset.yaml): its own checks; the AVA-only options
+    (--source, --expected-frames, the CSV paths) do not apply."""
+    from bmvit.data.custom.check import CustomCheckOptions, check_custom_root
+
+    options = CustomCheckOptions(num_frames=args.num_frames, stride=args.stride, decode=args.decode,
+                                 decode_sample=2 if args.decode_sample is None else args.decode_sample)
+    return _print(check_custom_root(args.root, options), args)
+
+
+def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
@@ -59,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.root):
         print(f"bmvit data check: error: {args.root} is not a directory", file=sys.stderr)
         return 2
+    from bmvit.data.custom.root import is_custom_root
+
+    if is_custom_root(args.root):
+        return _check_custom(args)
     try:
         options = CheckOptions(
             num_frames=args.num_frames,
@@ -76,10 +101,4 @@ def run(args: argparse.Namespace) -> int:
         return 2
     layout = AvaLayout.from_root(args.root, train_csv=args.train_csv, val_csv=args.val_csv,
                                  label_map=args.label_map, exclusions=args.exclusions or None)
-    report = check_dataset(args.root, options, layout)
-    print(report.to_text())
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=1)
-        print(f"report written to {args.json}")
-    return report.exit_code
+    return _print(check_dataset(args.root, options, layout), args)

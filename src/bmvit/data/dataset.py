@@ -45,7 +45,7 @@ from bmvit.data.ava import (
     read_label_map,
 )
 from bmvit.data.transforms import create_transforms, min_decode_size
-from bmvit.data.video import FrameFolderSource, VideoFileSource
+from bmvit.data.video import FrameFolderSource, VideoFileSource, clip_indices_around_frame
 
 logger = logging.getLogger("bmvit.data")
 
@@ -86,8 +86,9 @@ class KeyFrameDataset(Dataset):
             sampling, clamped at the video's ends; see ``video.clip_indices``).
         transform: ``(clip uint8 [T, H, W, 3], target) -> (clip, target)``, e.g. ``keyframe_transform``.
         time_offset, fps: a record without ``frame_index`` is centred on the frame at
-            ``timestamp - time_offset`` seconds of its video, and ``stride`` counts frames of an ``fps``
-            timeline (None: the video's own rate). AVA: 900 and 30.
+            ``timestamp - time_offset`` seconds of its video; a record with one, on that frame.
+            ``stride`` counts frames of an ``fps`` timeline (None: the video's own rate), so clips of
+            videos at different rates span the same time. AVA: 900 and 30.
         cache_videos: decode each video file whole, once per process (small datasets).
         decode_size: the smallest (H, W) the transform needs (``transforms.min_decode_size``): sources
             may then decode frames smaller than stored (JPEG DCT scaling, video frames converted
@@ -181,8 +182,12 @@ class KeyFrameDataset(Dataset):
         k = self.keyframes[index]
         src = self.source(k.video_id)
         try:
-            if k.frame_index is not None:
+            if k.frame_index is not None and (self.fps is None or self.fps == src.fps):
                 return src.read_clip(k.frame_index, self.num_frames, self.stride, min_size=self.decode_size)
+            if k.frame_index is not None:  # the stride counts frames of the fps timeline, not the video's
+                indices = clip_indices_around_frame(k.frame_index, self.num_frames, self.stride, self.fps, src.fps,
+                                                    src.num_frames)
+                return src.read_frames(indices, min_size=self.decode_size)
             return src.read_clip_at_time(k.timestamp - self.time_offset, self.num_frames, self.stride, self.fps,
                                          min_size=self.decode_size)
         except (ValueError, IndexError, FileNotFoundError) as e:

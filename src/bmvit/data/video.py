@@ -80,6 +80,26 @@ def clip_indices(center_idx: int, num_frames: int, stride: int, video_length: in
     return np.clip(start + stride * np.arange(num_frames, dtype=np.int64), 0, video_length - 1)
 
 
+def clip_indices_around_frame(
+    center_index: int, num_frames: int, stride: int, sample_fps: float, source_fps: float, video_length: int
+) -> np.ndarray:
+    """Indices of a clip centred exactly on frame ``center_index`` of a ``source_fps`` video, its frames
+    ``stride`` frames of a ``sample_fps`` timeline apart: ``int64 [num_frames]``, clamped to the video.
+
+    The offsets are ``clip_indices``' (PySlowFast's) taken on the ``sample_fps`` timeline, converted to
+    seconds and then to the nearest source frames, so the key frame itself is never moved by the
+    conversion; at equal rates this is ``clip_indices``.
+    """
+    if sample_fps <= 0 or source_fps <= 0:
+        raise ValueError(f"clip_indices_around_frame: rates must be > 0, got {sample_fps} and {source_fps}")
+    if num_frames < 1 or stride < 1:
+        raise ValueError(f"clip_indices_around_frame: num_frames and stride must be >= 1, got {num_frames} and {stride}")
+    offsets = stride * np.arange(num_frames, dtype=np.int64) - (num_frames * stride) // 2  # clip_indices' offsets
+    if sample_fps != source_fps:
+        offsets = np.floor(offsets * (source_fps / sample_fps) + 0.5).astype(np.int64)
+    return np.clip(center_index + offsets, 0, video_length - 1)
+
+
 def resample_indices(indices: np.ndarray, sample_fps: float, source_fps: float, source_length: int) -> np.ndarray:
     """Map frame indices on a ``sample_fps`` timeline to the nearest frames of a ``source_fps`` video."""
     if sample_fps == source_fps:
