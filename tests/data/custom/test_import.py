@@ -186,7 +186,8 @@ def test_box_outside_the_frame(tmp_path, videos, capsys):
 
 def test_time_past_the_end_of_the_video(tmp_path, videos, capsys):
     err = _bad(tmp_path, videos, CSV + "c,2.5,1,1,5,5,walk,1\n", capsys=capsys)
-    assert "time 2.5 s is past the end of c.mp4 (2.000 s" in err
+    assert err == ("bmvit data import: error: labels.csv:9: time 2.5 s is past the end of c.mp4 (2.000 s, 60 frames "
+                   "at 30 fps)")
 
 
 def test_video_pyav_cannot_open(tmp_path, videos, capsys):

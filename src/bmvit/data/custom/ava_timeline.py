@@ -103,6 +103,7 @@ def _read_file(file: str, names: dict[int, str], map_path: str, time_offset: flo
                 raise AnnotationError(f"{file}:{int(rows.lines[r])}: video {video} is in both a train and a val file")
         out.where.setdefault(video, where)
         out.keyframes.setdefault(video, set()).add(time_s)
+        out.keyframe_where.setdefault((video, time_s), where)
         pid = float(rows.extra[r])
         person = str(int(pid)) if np.isfinite(pid) and pid == round(pid) else ""
         box = tuple(float(v) for v in rows.boxes_xyxy[r])

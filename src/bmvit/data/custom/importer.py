@@ -330,7 +330,7 @@ def _from_timed(labels: TimedLabels, videos: dict[str, VideoFile]
     for name, times in labels.keyframes.items():
         video = videos[name]
         for t in sorted(times):
-            _check_time(t, video, f"{labels.where[name]} (video {name}, {t:g} s)")
+            _check_time(t, video, labels.keyframe_where.get((name, t), labels.where[name]))
         keyframes[video.video_id] = sorted(set(keyframes.get(video.video_id, [])) | set(times))
     for box in labels.boxes:
         video = videos[box.video]

@@ -60,6 +60,7 @@ class TimedLabels:
             they declare none (the names found are then the classes).
         splits: video -> "train" or "val" where the files say (AVA's train and val CSVs); empty otherwise.
         where: video -> the first place it is named (for messages about the video).
+        keyframe_where: (video, time) -> the first row naming that key frame (for messages about it).
     """
 
     boxes: list[LabelledBox] = field(default_factory=list)
@@ -67,6 +68,7 @@ class TimedLabels:
     actions: list[str] = field(default_factory=list)
     splits: dict[str, str] = field(default_factory=dict)
     where: dict[str, str] = field(default_factory=dict)
+    keyframe_where: dict[tuple[str, float], str] = field(default_factory=dict)
 
 
 __all__ = ["AnnotationError", "LabelledBox", "TimedLabels"]

@@ -76,6 +76,7 @@ def _read_file(file: str, normalised: bool, out: TimedLabels, people: OrderedDic
             raise AnnotationError(f"{file}:{number}: the video column is empty")
         out.where.setdefault(video, where)
         out.keyframes.setdefault(video, set()).add(time_s)
+        out.keyframe_where.setdefault((video, time_s), where)
         if not any(cells[2:6]):
             if cells[6]:
                 raise AnnotationError(f"{file}:{number}: action {cells[6]!r} without a box")
