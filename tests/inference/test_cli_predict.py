@@ -88,7 +88,8 @@ def test_folder_of_videos_gets_one_csv_each(model_file, make_video, tmp_path):
     (folder / "readme.txt").write_text("not a video")
     assert main(["predict", "--weights", str(model_file), "--source", str(folder), "--out", str(tmp_path / "o"),
                  "--device", "cpu", "--nms-iou", "0.5"]) == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.csv", "a.json", "b.csv", "b.json"]
+    outputs = ["{}.csv", "{}.json", "{}_timeline.csv", "{}_timeline.png", "{}_tracks.csv"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [o.format(v) for v in "ab" for o in outputs]
     assert json.loads((tmp_path / "o" / "a.json").read_text())["nms_iou"] == 0.5  # the option is recorded
 
 
@@ -113,3 +114,47 @@ def test_amp_and_batch_size_options(model_file, make_video, tmp_path):
     with pytest.raises(SystemExit):  # argparse's own error (exit status 2) for an unknown choice
         main(["predict", "--weights", str(model_file), "--source", str(video), "--out", str(tmp_path / "x"),
               "--amp", "fp16"])
+
+
+def test_predict_at_5_key_frames_per_second_tracks_and_writes_timelines(model_file, synthetic_video, tmp_path, capsys):
+    out = tmp_path / "pred"
+    # Random weights: threshold 0 keeps every token, --max-det the 3 most confident; the appearance
+    # term makes the predictor hand the tracker its token embeddings; thresholds 0 open a segment on every
+    # observed score (random weights score every action near 0).
+    code = main(["predict", "--weights", str(model_file), "--source", str(synthetic_video), "--out", str(out),
+                 "--fps", "5", "--threshold", "0", "--max-det", "3", "--device", "cpu", "--track-appearance", "0.3",
+                 "--timeline-high", "0", "--timeline-low", "0", "--timeline-min-length", "0", "--render"])
+    assert code == 0, capsys.readouterr().err
+    stem = synthetic_video.stem
+    record = json.loads((out / f"{stem}.json").read_text())
+    times = [k["timestamp"] for k in record["keyframes"]]
+    assert times == pytest.approx([i / 5 for i in range(15)])  # 3 s at 5 key frames per second
+    assert record["keyframe_fps"] == 5 and record["tracking"]["appearance_weight"] == 0.3
+    json_ids = [(round(k["timestamp"], 3), b["track_id"]) for k in record["keyframes"] for b in k["boxes"]]
+    with open(out / f"{stem}_tracks.csv") as f:
+        tracks = list(csv.DictReader(f))
+    assert [(float(r["time_s"]), int(r["track_id"])) for r in tracks] == json_ids
+    boxes = [b["box_xyxy_norm"] for k in record["keyframes"] for b in k["boxes"]]
+    assert np.allclose([[float(r[c]) for c in ("x1", "y1", "x2", "y2")] for r in tracks], boxes, atol=1e-4)
+    for k in record["keyframes"]:  # ids are unique within a key frame
+        ids = [b["track_id"] for b in k["boxes"]]
+        assert len(ids) == len(set(ids)) == 3
+    with open(out / f"{stem}.csv") as f:  # the AVA CSV keeps its 8 official columns
+        assert {len(r) for r in csv.reader(f)} == {8}
+    with open(out / f"{stem}_timeline.csv") as f:
+        timeline = list(csv.DictReader(f))
+    assert timeline and {int(r["track_id"]) for r in timeline} <= {i for _, i in json_ids}
+    assert len(record["timeline"]["segments"]) == len(timeline)
+    for row in timeline:
+        assert 0 <= float(row["start_s"]) < float(row["end_s"]) <= 3.0 + 1e-6
+    assert (out / f"{stem}_timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert _stream_facts(out / f"{stem}_annotated.mp4")[0] == 90
+
+
+def test_predict_rejects_bad_tracking_options(model_file, synthetic_video, tmp_path, capsys):
+    args = ["predict", "--weights", str(model_file), "--source", str(synthetic_video), "--out", str(tmp_path / "o"),
+            "--device", "cpu"]
+    assert main([*args, "--timeline-high", "0.2", "--timeline-low", "0.4"]) == 2
+    assert "low <= high" in capsys.readouterr().err
+    assert main([*args, "--track-appearance", "1.5"]) == 2
+    assert "appearance_weight" in capsys.readouterr().err

@@ -277,7 +277,7 @@ def test_load_rejects_other_files_and_presets(model_file, tmp_path):
 def test_files_are_valid_ava_csv_and_json(model_file, synthetic_video, tmp_path):
     predictor = _predictor(model_file, threshold=0.0)
     written = write_predictions(predictor, synthetic_video, tmp_path, max_rows_per_keyframe=20, time_offset=900)
-    assert set(written) == {"detections CSV", "detections JSON"}
+    assert set(written) == {"detections CSV", "detections JSON", "tracks CSV", "timeline CSV", "timeline PNG"}
     with open(written["detections CSV"]) as f:
         rows = list(csv.reader(f))
     assert len(rows) == 3 * 20  # 3 key frames x the 20 best of 16 boxes x 9 classes

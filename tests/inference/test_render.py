@@ -2,28 +2,11 @@ from fractions import Fraction
 
 import av
 import numpy as np
+import pytest
 import torch
 
-from bmvit.inference.render import IoUTracker, nearest_keyframe, render_video
+from bmvit.inference.render import current_actions, draw_detections, nearest_keyframe, render_video
 from bmvit.inference.results import Detections
-
-
-def test_tracker_keeps_ids_through_reordering_and_never_reuses_them():
-    tracker = IoUTracker(min_iou=0.3)
-    a, b = [0.0, 0.0, 0.2, 0.4], [0.5, 0.5, 0.7, 0.9]
-    assert tracker.update(torch.tensor([a, b])) == [0, 1]
-    moved_a, moved_b = [0.02, 0.0, 0.22, 0.4], [0.52, 0.5, 0.72, 0.9]
-    c = [0.8, 0.0, 0.9, 0.1]
-    assert tracker.update(torch.tensor([moved_b, c, moved_a])) == [1, 2, 0]
-    assert tracker.update(torch.zeros(0, 4)) == []
-    assert tracker.update(torch.tensor([a])) == [3]  # a gap breaks the track: a new id, not 0 again
-
-
-def test_tracker_matches_greedily_by_highest_iou():
-    tracker = IoUTracker(min_iou=0.1)
-    tracker.update(torch.tensor([[0.0, 0.0, 0.4, 0.4], [0.3, 0.0, 0.7, 0.4]]))
-    # The new box overlaps the second old box more (IoU 0.78) than the first (IoU 0.23).
-    assert tracker.update(torch.tensor([[0.25, 0.0, 0.65, 0.4]])) == [1]
 
 
 def test_nearest_keyframe_within_half_an_interval():
@@ -64,3 +47,21 @@ def test_rendered_video_keeps_frames_size_and_rate_and_holds_boxes(make_video, t
     assert changed(10, 5, 8) > 12 and changed(10, 30, 33) < 6
     assert changed(40, 30, 33) > 12 and changed(40, 5, 8) < 6
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_labels_show_the_track_id_and_current_actions():
+    from bmvit.inference.timeline import ActionSegment
+
+    det = _box_at(30, 0.1)
+    det.track_ids = torch.tensor([7])
+    segments = [ActionSegment(7, 1, "walk", 0.5, 1.5, 0.7, 0.7), ActionSegment(7, 1, "walk", 3.0, 4.0, 0.7, 0.7),
+                ActionSegment(8, 1, "walk", 0.0, 9.0, 0.7, 0.7)]
+    assert current_actions(det, segments) == [[("walk", pytest.approx(0.7))]]  # t = 1 s: the first segment
+    assert current_actions(det, segments[1:2]) == [[]]
+    frame = np.zeros((48, 63, 3), np.uint8)
+    # The label's colour is the track's: id 7 picks palette entry 7, not the box's rank 0.
+    from bmvit.inference.render import colour_for
+
+    drawn = draw_detections(frame, det, actions=[[]])
+    colours = {tuple(c) for c in drawn.reshape(-1, 3).tolist()}
+    assert colour_for(7) in colours and colour_for(0) not in colours

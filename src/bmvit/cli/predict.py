@@ -1,6 +1,11 @@
-"""``bmvit predict``: detect actors and actions in videos; AVA CSV + JSON per video, optionally rendered.
+"""``bmvit predict``: detect and track actors and their actions in videos.
 
     bmvit predict --weights runs/demo/model.safetensors --source street.mp4 --out runs/predict --render
+
+Per video: ``<id>.csv`` (AVA detections), ``<id>.json`` (boxes with scores and track ids),
+``<id>_tracks.csv`` (one row per box with its track id), ``<id>_timeline.csv`` and ``<id>_timeline.png``
+(each actor's actions as time intervals) and, with ``--render``, ``<id>_annotated.mp4``
+(docs/tracking.md).
 
 ``--source`` is a video file, an AVA-style frame folder (``<id>/<id>_%06d.jpg``) or a folder of video
 files. On a GPU (``--device cuda``, or ``auto`` where CUDA is available) the model runs under bf16
@@ -18,7 +23,8 @@ AMP_CHOICES = ("auto", "bf16", "off")  # bmvit.engine.AMP_SETTINGS, without impo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
-                        help="bmvit model file (default: the shipped tiny synthetic-trained checkpoint, if installed)")
+                        help="bmvit model file, model name (`bmvit weights list`) or http(s) URL of one "
+                             "(default: the shipped tiny synthetic-trained checkpoint, if installed)")
     parser.add_argument("--source", required=True, help="video file, frame folder, or folder of video files")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--fps", type=float, default=1.0, help="key frames per second (default 1, as AVA)")
@@ -41,6 +47,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-offset", type=float, default=0.0,
                         help="seconds added to video time in the CSV (AVA's cut videos: 900; default 0)")
     parser.add_argument("--frames-fps", type=float, default=30.0, help="frame rate of frame folders (default 30)")
+    tracking = parser.add_argument_group("tracking and timeline (docs/tracking.md)")
+    tracking.add_argument("--track-min-iou", type=float, default=0.1,
+                          help="a box joins a track only if it overlaps the track's predicted box at least this "
+                               "much (default 0.1)")
+    tracking.add_argument("--track-max-missed", type=int, default=2,
+                          help="key frames a track survives without a box before its id is retired (default 2)")
+    tracking.add_argument("--track-appearance", type=float, default=0.0, metavar="W",
+                          help="weight of the appearance term (cosine of the model's token features) in the "
+                               "association cost, in [0, 1) (default 0 = boxes only)")
+    tracking.add_argument("--track-no-motion", action="store_true",
+                          help="predict a track's box where it was last seen instead of moving it by its velocity")
+    tracking.add_argument("--timeline-high", type=float, default=0.5,
+                          help="an action's segment opens where its score reaches this (default 0.5)")
+    tracking.add_argument("--timeline-low", type=float, default=0.3,
+                          help="an open segment closes where the score falls below this (default 0.3)")
+    tracking.add_argument("--timeline-gap", type=float, default=1.0, metavar="SECONDS",
+                          help="merge segments of one track and action at most this far apart (default 1.0 s)")
+    tracking.add_argument("--timeline-min-length", type=float, default=1.0, metavar="SECONDS",
+                          help="drop segments shorter than this (default 1.0 s)")
+    tracking.add_argument("--no-timeline-png", action="store_true", help="do not draw <id>_timeline.png")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default 0 = torch's choice; 1 is often faster on a busy machine)")
 
@@ -53,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     from bmvit.checkpoint import load
     from bmvit.inference.predictor import SHIPPED_WEIGHTS, Predictor, write_predictions
+    from bmvit.inference.timeline import TimelineOptions
+    from bmvit.inference.tracking import TrackerOptions
 
     def error(message: str, code: int) -> int:
         print(f"bmvit predict: error: {message}", file=sys.stderr)
@@ -70,6 +98,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_det < 0 or args.max_rows < 0 or args.threads < 0 or args.batch_size < 0:
         return error(f"--max-det, --max-rows, --threads and --batch-size must be >= 0, got {args.max_det}, "
                      f"{args.max_rows}, {args.threads} and {args.batch_size}", 2)
+    try:
+        tracker = TrackerOptions(min_iou=args.track_min_iou, max_missed=args.track_max_missed,
+                                 appearance_weight=args.track_appearance, motion=not args.track_no_motion)
+        timeline = TimelineOptions(high=args.timeline_high, low=args.timeline_low, max_gap_s=args.timeline_gap,
+                                   min_length_s=args.timeline_min_length)
+    except ValueError as err:
+        return error(str(err), 2)
     if args.threads:
         import torch
 
@@ -80,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor(model, device=args.device, threshold=args.threshold, max_detections=args.max_det or None,
                               batch_size=args.batch_size or None, nms_iou=args.nms_iou,
                               on_warning=lambda msg: tqdm.write(f"warning: {msg}", file=sys.stderr),
-                              frames_fps=args.frames_fps, amp=args.amp)
+                              frames_fps=args.frames_fps, amp=args.amp, embeddings=tracker.appearance_weight > 0)
     except (FileNotFoundError, ValueError, TypeError, RuntimeError) as err:
         return error(str(err), 2)
     failed = []
@@ -88,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             written = write_predictions(predictor, video, args.out, render=args.render, fps=args.fps,
                                         max_rows_per_keyframe=args.max_rows or None, time_offset=args.time_offset,
-                                        progress=True)
+                                        progress=True, tracker=tracker, timeline=timeline,
+                                        timeline_png=not args.no_timeline_png)
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             failed.append(video)
             print(f"bmvit predict: error: {err}", file=sys.stderr)

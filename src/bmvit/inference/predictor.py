@@ -23,6 +23,7 @@ stream=True)`` yields key frame by key frame.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import os
@@ -31,7 +32,7 @@ import threading
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +52,8 @@ from bmvit.data.video import (
 )
 from bmvit.engine import amp_dtype_for
 from bmvit.inference.results import Detections
+from bmvit.inference.timeline import TimelineOptions
+from bmvit.inference.tracking import TrackerOptions
 from bmvit.models.weights import ASSETS_DIR
 from bmvit.postprocess import outputs_to_host
 
@@ -297,6 +300,9 @@ class Predictor:
         prefetch_frames: resized frames the decoding thread may hold ready (the queue's bound); None:
             one batch of clips' worth (``batch_size * T``, at least ``2 T``); 0: decode in the calling
             thread, no background thread.
+        embeddings: also give each kept box its token at the input of the model's heads (after the
+            projection; ``Detections.embeddings``), an appearance feature for the tracker. It costs no
+            extra forward work, only the copy of the key frame's tokens to the host.
 
     Attributes:
         transform: a frame list ``uint8 [N, H, W, 3]`` -> ``(uint8 [3, N, H', W'], target)``, resized as in
@@ -307,7 +313,7 @@ class Predictor:
     def __init__(self, model: nn.Module, device: str | torch.device = "auto", threshold: float | None = None,
                  max_detections: int | None = None, batch_size: int | None = None, nms_iou: float = 0.0,
                  on_warning: Callable[[str], None] | None = None, frames_fps: float = 30.0, amp: str = "auto",
-                 prefetch_frames: int | None = None) -> None:
+                 prefetch_frames: int | None = None, embeddings: bool = False) -> None:
         from bmvit.data.transforms import create_transforms
         from bmvit.postprocess import PostProcess
 
@@ -341,6 +347,7 @@ class Predictor:
         self.prefetch_frames = (max(2, self.batch_size) * self.spec.num_frames if prefetch_frames is None
                                 else int(prefetch_frames))
         self._warn = on_warning or (lambda msg: warnings.warn(msg, VideoInputWarning, stacklevel=4))
+        self.embeddings = bool(embeddings)
 
     # --- planning
 
@@ -506,16 +513,37 @@ class Predictor:
 
         Returns:
             ``(outputs, results)``: the model's outputs on the host, floating tensors as float32
-            (``pred_boxes [B, N, 4]``, ``pred_actor [B, N, 2]``, ``pred_actions [B, N, C]``, ...), and
-            ``PostProcess``'s ``B`` results, computed on the host from those.
+            (``pred_boxes [B, N, 4]``, ``pred_actor [B, N, 2]``, ``pred_actions [B, N, C]``, ...; with
+            ``embeddings`` also ``head_tokens [B, N, D]``), and ``PostProcess``'s ``B`` results, computed
+            on the host from those (with ``embeddings``, each with ``embeddings [K, D]`` of its kept tokens).
         """
         inputs = self.model_input(clips)
-        with self.autocast():
+        with self.autocast(), self._head_tokens() as captured:
             outputs = self.model(inputs)
+        if captured:
+            outputs["head_tokens"] = captured[0]
         # One copy to the host per output for the whole batch (each one waits for the device), and
         # float32 before PostProcess whatever the autocast dtype.
         outputs = outputs_to_host(outputs)
-        return outputs, self.postprocess(outputs)
+        results = self.postprocess(outputs)
+        if "head_tokens" in outputs:
+            for b, result in enumerate(results):
+                result["embeddings"] = outputs["head_tokens"][b, result["token_indices"]]
+        return outputs, results
+
+    @contextmanager
+    def _head_tokens(self) -> Iterator[list[Tensor]]:
+        """With ``embeddings``: a list that receives the candidate tokens ``[B, N, D]`` the model's heads
+        are given (a forward hook reads them; the model itself is not changed). Otherwise an empty list."""
+        captured: list[Tensor] = []
+        if not self.embeddings:
+            yield captured
+            return
+        handle = self.model.heads.register_forward_hook(lambda _module, args, _out: captured.append(args[0].detach()))
+        try:
+            yield captured
+        finally:
+            handle.remove()
 
     def _detect(self, batch: list[tuple[KeyFrameClip, Tensor]], plan: VideoPlan) -> list[Detections]:
         _, results = self.forward_clips(self._stack([clip for _, clip in batch]))
@@ -537,6 +565,7 @@ class Predictor:
             class_ids=self.class_ids,
             class_names=self.class_names,
             token_indices=result["token_indices"].cpu(),
+            embeddings=result["embeddings"].float().cpu() if "embeddings" in result else None,
         )
 
     def boxes_to_frame(self, boxes_xyxy: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -558,14 +587,28 @@ def _where(source: ClipSource) -> str:
 
 def write_predictions(predictor: Predictor, source: str | os.PathLike | ClipSource, out_dir: str | os.PathLike,
                       render: bool = False, fps: float = 1.0, max_rows_per_keyframe: int | None = 50,
-                      time_offset: float = 0.0, progress: bool = False) -> dict[str, Path]:
-    """Predict one video and write ``<id>.csv`` (AVA detections), ``<id>.json`` and, with ``render``,
-    ``<id>_annotated.mp4``. Every file is written whole and renamed into place, only after the video
-    has been predicted, so no partial file looks complete. Returns labels -> written paths."""
+                      time_offset: float = 0.0, progress: bool = False, tracker: TrackerOptions | None = None,
+                      timeline: TimelineOptions | None = None, timeline_png: bool = True) -> dict[str, Path]:
+    """Predict and track one video and write its files under ``out_dir``.
+
+    - ``<id>.csv``: AVA detections (the official 8 columns, no track id);
+    - ``<id>.json``: every key frame's boxes with their scores and ``track_id``, and the timeline's segments;
+    - ``<id>_tracks.csv``: one row per box with its track id and top actions (``tracking.write_tracks_csv``);
+    - ``<id>_timeline.csv`` and, with ``timeline_png``, ``<id>_timeline.png``: each track's actions as
+      time intervals (``timeline``);
+    - with ``render``, ``<id>_annotated.mp4``: boxes labelled with track id and current actions.
+
+    Track ids come from ``tracking.ActorTracker`` with ``tracker`` (default ``TrackerOptions()``); its
+    appearance term needs ``Predictor(embeddings=True)``. Every file is written whole and renamed into
+    place, only after the video has been predicted, so no partial file looks complete. Returns labels
+    -> written paths.
+    """
     import json
 
     from bmvit.checkpoint import atomic_write_bytes
     from bmvit.data.ava import write_ava_csv
+    from bmvit.inference.timeline import build_timeline, plot_timeline, write_timeline_csv
+    from bmvit.inference.tracking import track_detections, write_tracks_csv
 
     plan = predictor.plan(source, fps)
     if render and not isinstance(plan.source, VideoFileSource):
@@ -575,21 +618,33 @@ def write_predictions(predictor: Predictor, source: str | os.PathLike | ClipSour
     for det in _progress(predictor.predict(plan, stream=True), progress, len(plan.keyframes), plan.video_id,
                          "keyframe"):
         detections.append(det)
+    tracker, timeline = tracker or TrackerOptions(), timeline or TimelineOptions()
+    detections = track_detections(detections, tracker)
+    duration = plan.num_frames / plan.video_fps
+    segments = build_timeline(detections, timeline, keyframe_fps=fps, duration_s=duration)
     rows = [row for det in detections for row in det.to_ava_rows(max_rows_per_keyframe, time_offset)]
     written: dict[str, Path] = {}
     csv_path = out_dir / f"{plan.video_id}.csv"
     write_ava_csv(csv_path, rows)
     written["detections CSV"] = csv_path
     json_path = out_dir / f"{plan.video_id}.json"
-    atomic_write_bytes(json_path, json.dumps(_video_record(predictor, plan, detections, max_rows_per_keyframe,
-                                                           time_offset)).encode())
+    record = _video_record(predictor, plan, detections, max_rows_per_keyframe, time_offset)
+    record["tracking"] = dataclasses.asdict(tracker)
+    record["timeline"] = {**dataclasses.asdict(timeline), "segments": [dataclasses.asdict(s) for s in segments]}
+    atomic_write_bytes(json_path, json.dumps(record).encode())
     written["detections JSON"] = json_path
+    written["tracks CSV"] = write_tracks_csv(out_dir / f"{plan.video_id}_tracks.csv", detections)
+    written["timeline CSV"] = write_timeline_csv(out_dir / f"{plan.video_id}_timeline.csv", plan.video_id, segments)
+    if timeline_png:
+        written["timeline PNG"] = plot_timeline(segments, out_dir / f"{plan.video_id}_timeline.png", duration_s=duration,
+                                                class_names=predictor.class_names, title=plan.video_id)
     if render:
         from bmvit.inference.render import render_video
 
         video_path = out_dir / f"{plan.video_id}_annotated.mp4"
         bar = _progress(None, progress, plan.num_frames, f"{plan.video_id} render", "frame")
-        render_video(plan.source.path, detections, video_path, keyframe_fps=fps, on_frame=bar.update if bar else None)
+        render_video(plan.source.path, detections, video_path, keyframe_fps=fps, on_frame=bar.update if bar else None,
+                     segments=segments)
         if bar:
             bar.close()
         written["annotated video"] = video_path
@@ -633,11 +688,14 @@ def predict_to_files(weights_path: str | os.PathLike, video_path: str | os.PathL
     """Load ``weights_path``, predict ``video_path`` and write its files under ``out_dir``.
 
     Keyword arguments go to ``write_predictions`` (``fps``, ``max_rows_per_keyframe``, ``time_offset``,
-    ``progress``) or to ``Predictor`` (``device``, ``threshold``, ``max_detections``, ``batch_size``,
-    ``nms_iou``, ``on_warning``, ``frames_fps``, ``amp``, ``prefetch_frames``).
+    ``progress``, ``tracker``, ``timeline``, ``timeline_png``) or to ``Predictor`` (``device``, ``threshold``,
+    ``max_detections``, ``batch_size``, ``nms_iou``, ``on_warning``, ``frames_fps``, ``amp``, ``prefetch_frames``,
+    ``embeddings``; default: on when ``tracker`` uses appearance).
     """
     predictor_keys = {"device", "threshold", "max_detections", "batch_size", "nms_iou", "on_warning", "frames_fps",
-                      "amp", "prefetch_frames"}
+                      "amp", "prefetch_frames", "embeddings"}
+    tracker = kwargs.get("tracker") or TrackerOptions()
+    kwargs.setdefault("embeddings", tracker.appearance_weight > 0)
     predictor = Predictor(load(weights_path), **{k: v for k, v in kwargs.items() if k in predictor_keys})
     return write_predictions(predictor, video_path, out_dir, render=render,
                              **{k: v for k, v in kwargs.items() if k not in predictor_keys})

@@ -1,9 +1,11 @@
-"""Annotated frames and videos: boxes, top actions with scores, one stable colour per tracked actor.
+"""Annotated frames and videos: boxes labelled with the actor's track id and actions, one stable colour
+per track.
 
-Drawing uses Pillow (installed with matplotlib). Colours stay with an actor across key frames by a
-greedy IoU tracker between consecutive key frames (the SORT idea without a motion model: BMViT
-predicts at most a few people per key frame, seconds apart). A rendered video has exactly the
-source's frames, size and frame rate; each frame shows the detections of the nearest key frame.
+Drawing uses Pillow (installed with matplotlib). Track ids come from ``bmvit.inference.tracking``
+(the detections' own ``track_ids``, or a tracker run here when they have none). A rendered video has
+exactly the source's frames, size and frame rate; each frame shows the detections of the nearest key
+frame, each box with its track's current actions: those of its timeline segments that cover the key
+frame when segments are given, else its top actions.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from bmvit.box_ops import box_iou
 from bmvit.inference.results import Detections
+from bmvit.inference.timeline import ActionSegment
+from bmvit.inference.tracking import track_detections
 
 # Distinct, saturated colours (RGB) that read on bright and dark footage; a track id picks one.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -34,49 +35,6 @@ def colour_for(track_id: int) -> tuple[int, int, int]:
     return PALETTE[track_id % len(PALETTE)]
 
 
-class IoUTracker:
-    """Greedy IoU association of boxes between consecutive key frames.
-
-    Each ``update`` matches the new boxes to the previous key frame's, highest IoU first, and a
-    pair with IoU >= ``min_iou`` keeps its id; unmatched boxes get new ids (never reused).
-    """
-
-    def __init__(self, min_iou: float = 0.3) -> None:
-        self.min_iou = min_iou
-        self._boxes = torch.zeros(0, 4)
-        self._ids: list[int] = []
-        self._next_id = 0
-
-    def update(self, boxes_xyxy: Tensor) -> list[int]:
-        """Ids for ``boxes_xyxy [K, 4]`` (any consistent coordinates, e.g. normalised xyxy)."""
-        boxes_xyxy = boxes_xyxy.detach().float().cpu().reshape(-1, 4)
-        ids: list[int | None] = [None] * len(boxes_xyxy)
-        if len(boxes_xyxy) and len(self._boxes):
-            iou = box_iou(boxes_xyxy, self._boxes)
-            pairs = sorted(((float(iou[i, j]), i, j) for i in range(iou.shape[0]) for j in range(iou.shape[1])),
-                           key=lambda p: -p[0])
-            used_new, used_old = set(), set()
-            for value, i, j in pairs:
-                if value < self.min_iou:
-                    break
-                if i not in used_new and j not in used_old:
-                    ids[i] = self._ids[j]
-                    used_new.add(i)
-                    used_old.add(j)
-        for i, track_id in enumerate(ids):
-            if track_id is None:
-                ids[i] = self._next_id
-                self._next_id += 1
-        self._boxes, self._ids = boxes_xyxy, [int(i) for i in ids]
-        return list(self._ids)
-
-
-def track_ids(detections: Sequence[Detections], min_iou: float = 0.3) -> list[list[int]]:
-    """Track ids for the boxes of each key frame, in order."""
-    tracker = IoUTracker(min_iou)
-    return [tracker.update(det.boxes_xyxy_norm) for det in detections]
-
-
 @functools.lru_cache(maxsize=8)
 def _font(size: int):
     from PIL import ImageFont
@@ -85,9 +43,12 @@ def _font(size: int):
 
 
 def draw_detections(frame: np.ndarray, detections: Detections, top_k: int = 2,
-                    track_ids: Sequence[int] | None = None) -> np.ndarray:
+                    track_ids: Sequence[int] | None = None,
+                    actions: Sequence[Sequence[tuple[str, float]]] | None = None) -> np.ndarray:
     """An annotated copy of ``frame`` (``uint8 [H, W, 3]`` RGB) with each box of ``detections`` (pixels
-    of this frame) and a label: the track id and the ``top_k`` actions with scores."""
+    of this frame) and a label: the track id (``track_ids``, else the detections' own, else the box's
+    rank) and the box's actions with scores: ``actions`` (one ``(name, score)`` list per box) when
+    given, else its ``top_k`` best."""
     from PIL import Image, ImageDraw
 
     image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
@@ -97,8 +58,10 @@ def draw_detections(frame: np.ndarray, detections: Detections, top_k: int = 2,
     h, w = frame.shape[:2]
     line = max(1, round(min(h, w) / 160))
     font = _font(max(9, min(22, round(min(h, w) / 22))))
-    ids = list(track_ids) if track_ids is not None else list(range(len(detections)))
-    actions = detections.top_actions(top_k)
+    if track_ids is None:
+        track_ids = detections.track_ids.tolist() if detections.track_ids is not None else range(len(detections))
+    ids = list(track_ids)
+    actions = detections.top_actions(top_k) if actions is None else actions
     for box, track_id, top in zip(detections.boxes_xyxy.tolist(), ids, actions):
         colour = colour_for(track_id)
         x1, y1, x2, y2 = box
@@ -134,14 +97,31 @@ def nearest_keyframe(frame_indices: np.ndarray, keyframe_indices: np.ndarray, ma
     return np.where(np.abs(keys[pick] - frame_indices) <= max_distance, pick, -1)
 
 
+def current_actions(detections: Detections, segments: Sequence[ActionSegment]) -> list[list[tuple[str, float]]]:
+    """For each box of a tracked key frame, the actions of its track's segments that cover the key
+    frame's time, as ``(name, score at this key frame)``, highest score first."""
+    column = {name: c for c, name in enumerate(detections.class_names)}
+    scores = detections.action_scores.detach().float().cpu()
+    t = detections.timestamp
+    out = []
+    for i, track_id in enumerate(detections.track_ids.tolist()):
+        names = {s.action for s in segments if s.track_id == track_id and s.start_s <= t <= s.end_s}
+        out.append(sorted(((n, float(scores[i, column[n]])) for n in names), key=lambda p: -p[1]))
+    return out
+
+
 def render_video(video_path: str | os.PathLike, detections: Sequence[Detections], out_path: str | os.PathLike,
-                 keyframe_fps: float = 1.0, top_k: int = 2, on_frame: Callable[[int], object] | None = None) -> int:
+                 keyframe_fps: float = 1.0, top_k: int = 2, on_frame: Callable[[int], object] | None = None,
+                 segments: Sequence[ActionSegment] | None = None) -> int:
     """Write ``video_path`` with the detections drawn as H.264 (libx264) MP4 at ``out_path``.
 
     Every decoded source frame becomes one output frame of the same size at the source's average
     frame rate; a frame shows the detections of the nearest key frame within half a key-frame
-    interval. The file is written to a temporary name and renamed when complete. ``yuv420p`` (the
-    format every player reads) needs even sizes; an odd-sized video is written as ``yuv444p``.
+    interval. Each box is labelled with its track id (the detections' ``track_ids``; untracked
+    detections are tracked here with the default ``TrackerOptions``) and its current actions: with
+    ``segments`` (``timeline.build_timeline``) the actions whose segment covers the key frame, else
+    the ``top_k`` best. The file is written to a temporary name and renamed when complete. ``yuv420p``
+    (the format every player reads) needs even sizes; an odd-sized video is written as ``yuv444p``.
 
     Returns:
         The number of frames written.
@@ -152,7 +132,9 @@ def render_video(video_path: str | os.PathLike, detections: Sequence[Detections]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     dets = sorted(detections, key=lambda d: d.frame_index)
-    ids = track_ids(dets)
+    if any(d.track_ids is None for d in dets):
+        dets = track_detections(dets)
+    labels = [current_actions(d, segments) if segments is not None else None for d in dets]
     keys = np.array([d.frame_index for d in dets], dtype=np.int64)
     written = 0
     try:
@@ -170,7 +152,7 @@ def render_video(video_path: str | os.PathLike, detections: Sequence[Detections]
                 k = int(nearest_keyframe(np.array([index]), keys, half)[0])
                 rgb = frame.to_ndarray(format="rgb24")
                 if k >= 0:
-                    rgb = draw_detections(rgb, dets[k], top_k=top_k, track_ids=ids[k])
+                    rgb = draw_detections(rgb, dets[k], top_k=top_k, actions=labels[k])
                 video_frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 video_frame.pts = written
                 sink.mux(out.encode(video_frame))
@@ -195,4 +177,4 @@ def _open_encoder(sink, rate: Fraction, width: int, height: int):
     return stream
 
 
-__all__ = ["IoUTracker", "PALETTE", "colour_for", "draw_detections", "nearest_keyframe", "render_video", "track_ids"]
+__all__ = ["PALETTE", "colour_for", "current_actions", "draw_detections", "nearest_keyframe", "render_video"]

@@ -36,6 +36,10 @@ class Detections:
         class_ids: ``C`` action ids (AVA label-map ids) in the column order of ``action_scores``.
         class_names: ``C`` action names, same order.
         token_indices: ``[K]`` int64 index of each box's token among the model's N candidates.
+        track_ids: ``[K]`` int64 id of each box's actor track across the video's key frames
+            (``bmvit.inference.tracking``), or None when the key frame was not tracked.
+        embeddings: ``[K, D]`` float32 appearance embedding of each box (its token at the input of the
+            model's heads; ``Predictor(embeddings=True)``), or None.
     """
 
     video_id: str
@@ -49,6 +53,8 @@ class Detections:
     class_ids: list[int]
     class_names: list[str]
     token_indices: Tensor
+    track_ids: Tensor | None = None
+    embeddings: Tensor | None = None
 
     def __post_init__(self) -> None:
         k = int(self.actor_scores.shape[0])
@@ -58,10 +64,14 @@ class Detections:
             "action_scores": (tuple(self.action_scores.shape), (k, len(self.class_ids))),
             "token_indices": (tuple(self.token_indices.shape), (k,)),
         }
+        if self.track_ids is not None:
+            shapes["track_ids"] = (tuple(self.track_ids.shape), (k,))
         for name, (got, want) in shapes.items():
             if got != want:
                 raise ValueError(f"Detections.{name} must be shaped {list(want)} (K={k}, C={len(self.class_ids)}), "
                                  f"got {list(got)}")
+        if self.embeddings is not None and (self.embeddings.ndim != 2 or self.embeddings.shape[0] != k):
+            raise ValueError(f"Detections.embeddings must be shaped [K, D] (K={k}), got {list(self.embeddings.shape)}")
         if len(self.class_names) != len(self.class_ids):
             raise ValueError(f"Detections: {len(self.class_ids)} class ids but {len(self.class_names)} class names")
 
@@ -114,7 +124,8 @@ class Detections:
 
     def to_dict(self, include_classes: bool = True, top_k: int = 5) -> dict[str, Any]:
         """Plain-data view: every box with its pixel and normalised xyxy, p(actor), all C action scores
-        (column order of ``class_ids``) and its ``top_k`` actions by name."""
+        (column order of ``class_ids``), its ``top_k`` actions by name and, when tracked, its
+        ``track_id`` (embeddings are left out: they are large and only the tracker needs them)."""
         top = self.top_actions(top_k) if len(self) else []
         boxes = []
         for i in range(len(self)):
@@ -126,6 +137,8 @@ class Detections:
                 "action_scores": [round(float(v), 6) for v in self.action_scores[i]],
                 "top_actions": [{"name": n, "score": round(s, 6)} for n, s in top[i]],
             })
+            if self.track_ids is not None:
+                boxes[-1]["track_id"] = int(self.track_ids[i])
         out: dict[str, Any] = {
             "video_id": self.video_id,
             "timestamp": round(float(self.timestamp), 6),
@@ -148,7 +161,7 @@ class Detections:
         Args:
             frame: ``uint8 [H, W, 3]`` RGB frame of size ``image_size`` (not modified).
             track_ids: an id per box that picks its colour (stable across frames when it comes from
-                a tracker); default: the box's rank.
+                a tracker); default: ``self.track_ids`` when set, else the box's rank.
 
         Returns:
             An annotated copy, ``uint8 [H, W, 3]`` RGB.
@@ -159,5 +172,7 @@ class Detections:
         if frame.shape[:2] != tuple(self.image_size):
             raise ValueError(f"Detections.plot: the frame is {frame.shape[0]}x{frame.shape[1]} but these detections "
                              f"are for {self.image_size[0]}x{self.image_size[1]} frames")
+        if track_ids is None and self.track_ids is not None:
+            track_ids = self.track_ids.tolist()
         return draw_detections(frame, self, top_k=top_k, track_ids=track_ids)
 
