@@ -11,7 +11,9 @@ For the training step the real presets keep their names. ``bmvit_mvitv2_s``, ``b
 ``bmvit_hiera_l`` keep their heads, poolings and token selection. Only the backbone is shrunk, through
 ``model.backbone_overrides`` (depth, width), merged with the recipe's own backbone overrides and never
 replacing one of them. The clips shrink to 4x64x64 and the weights start random. The data is the tiny
-synthetic set of ``tests/conftest.py``. No preset had to be swapped for its tiny sibling.
+synthetic set of ``tests/conftest.py``; for an ablation that trains on non-actor people
+(``loss.nonactor_boxes``) the same set written with them (``non_actors=True``). No preset had to be swapped
+for its tiny sibling.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def test_layering_the_file_on_its_base_equals_its_overrides(path: Path):
 # Candidate tokens per clip at 4x64x64 (a 2x4x4 token grid after the shrink, 2x2x2 with scale5's pooling kept).
 CANDIDATES = {"token_temporal_mean": 16, "token_all": 32, "scale5_pooling_kept": 4, "input_letterbox": 16,
               "input_short_side": 16, "box_token_local": 16, "scale5_kv_full": 16,
-              "layer_decay_per_stage": 16, "bmvit_vit_b_ava22": 16, "bmvit_hiera_l_ava22": 16}
+              "layer_decay_per_stage": 16, "nonactor_boxes": 16, "bmvit_vit_b_ava22": 16, "bmvit_hiera_l_ava22": 16}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=_ids(CONFIGS))
@@ -224,9 +226,23 @@ def test_docs_give_the_files_overrides(path: Path):
     assert f"configs/ablations/{path.name}" in DOC.read_text()
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset_non_actors(tmp_path_factory) -> Path:
+    """``tiny_dataset`` written with its people who are not acting (rows with an empty action id)."""
+    from bmvit.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth_non_actors")
+    write_synthetic_dataset(root, seed=3, num_videos=2, num_val_videos=1, seconds=6, size=(160, 120), workers=1,
+                            non_actors=True)
+    assert ",," in (root / "annotations" / "ava_train_v2.2.csv").read_text(), "no non-actor rows to train on"
+    return root
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=_ids(CONFIGS))
-def test_one_training_step(path: Path, tiny_dataset, tiny_overrides, tmp_path):
+def test_one_training_step(path: Path, tiny_overrides, tmp_path, request):
     """One optimiser step and the evaluation after it, on the tiny synthetic set, CPU, fp32."""
+    tiny_dataset = request.getfixturevalue(
+        "tiny_dataset_non_actors" if load(path).loss.nonactor_boxes else "tiny_dataset")
     out = tmp_path / "run"
     extra = {
         "model.backbone_weights": "",       # the real recipes name no file; the tiny ones cannot take a real one
@@ -248,6 +264,25 @@ def test_one_training_step(path: Path, tiny_dataset, tiny_overrides, tmp_path):
     for key, value in recipe.model.backbone_overrides.items():
         assert saved["backbone_overrides"][key] == value, key
     assert (out / "model.safetensors").is_file()
+
+
+def test_nonactor_boxes_reaches_the_dataset_and_the_criterion(tiny_dataset_non_actors, tiny_overrides, tmp_path):
+    """loss.nonactor_boxes: the training targets keep the non-actors (is_actor False) and the criterion
+    matches them; the base keeps neither."""
+    from bmvit.build import create_split_dataset, family_of, read_class_info
+
+    path = REPO / "configs" / "ablations" / "nonactor_boxes.yaml"
+    for config_path, on in ((path, True), (BASE, False)):
+        extra = tiny_overrides(tiny_dataset_non_actors, tmp_path, **{"model.backbone_weights": "", "data.source": "video"})
+        config = shrink(load(config_path, extra) if on else load_config(BASE, extra))
+        model = create_model_from_config(config.model, num_classes=9)
+        classes = read_class_info(config.data)
+        for split in ("train", "val"):
+            dataset = create_split_dataset(config, model, split, classes.class_ids, train=split == "train")
+            assert dataset.keep_non_actors is on
+        targets = [dataset[i][1] for i in range(len(dataset))]
+        assert any((~t["is_actor"]).any() for t in targets) if on else all("is_actor" not in t for t in targets)
+        assert family_of(model).criterion(config, len(classes.class_ids)).nonactor_boxes is on
 
 
 # ------------------------------------------------------------------------------------------------

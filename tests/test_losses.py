@@ -241,3 +241,97 @@ def test_model_matcher_criterion_and_postprocess_overfit_one_batch():
             positives = set(torch.nonzero(target["labels"][j]).flatten().tolist())
             top = set(result["action_scores"][k].topk(len(positives)).indices.tolist())
             assert top == positives
+
+
+# ------------------------------------------------------------------------------------------------
+# non-actor boxes (loss.nonactor_boxes, the supplementary's Sec. 3 "additional bounding boxes")
+
+
+def _actor_and_non_actor_batch() -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """One clip, three tokens; an actor A (as in test_hand_computed_losses) and a non-actor N whose box
+    token 1 predicts half-overlapping. Token 2 is far from both."""
+    outputs = {
+        "pred_boxes": torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]]]),
+        "pred_actor": torch.tensor([[[0.0, 0.0], [0.0, 2.0], [0.0, 2.0]]]),
+        "pred_actions": torch.zeros(1, 3, NUM_CLASSES),
+    }
+    targets = [{"boxes": torch.tensor([[0.5, 0.5, 0.4, 0.2], [0.2, 0.2, 0.1, 0.2]]),
+                "labels": torch.tensor([[1.0, 0, 0, 1, 0], [0.0, 0, 0, 0, 0]]),
+                "is_actor": torch.tensor([True, False])}]
+    return outputs, targets
+
+
+def test_matched_non_actor_gets_no_actor_ce_and_its_box_and_no_action_hand_computed():
+    outputs, targets = _actor_and_non_actor_batch()
+    criterion = _criterion(nonactor_boxes=True)
+    assert [(p.tolist(), t.tolist()) for p, t in criterion.match(outputs, targets)] == [([0, 1], [0, 1])]
+    losses = criterion(outputs, targets)
+    # CE: token 0 actor (weight 1, log 2); tokens 1 (matched to N) and 2 (unmatched) alike no-actor
+    # (weight .1, log(1 + e^-2)) -- the actor loss is the one of the flag off.
+    expected_actor = (math.log(2) + 0.2 * math.log(1 + math.exp(-2))) / 1.2
+    # Boxes, mean over the 2 matched people: A as in test_hand_computed_losses (L1 .2, GIoU .5); N: L1
+    # |.1 - .2| = .1, xyxy (.15, .15, .25, .25) in (.15, .1, .25, .3): IoU .5, enclosing = N, GIoU .5.
+    # Action: token 0 only, over the 1 actor: 5 classes x log 2. Token 1 gets none.
+    expected = {"loss_actor": expected_actor, "loss_bbox": 5 * (0.2 + 0.1) / 2, "loss_giou": 2 * (0.5 + 0.5) / 2,
+                "loss_action": 5 * math.log(2)}
+    for name, value in expected.items():
+        assert losses[name].item() == pytest.approx(value, rel=1e-5), name
+    assert losses["loss"].item() == pytest.approx(sum(expected.values()), rel=1e-5)
+    # Flag off: N is not matched; the actor CE is the same, the box terms those of A alone.
+    off = _criterion()(outputs, targets)
+    assert [(p.tolist(), t.tolist()) for p, t in _criterion().match(outputs, targets)] == [([0], [0])]
+    assert torch.equal(off["loss_actor"], losses["loss_actor"]) and torch.equal(off["loss_action"],
+                                                                                 losses["loss_action"])
+    assert off["loss_bbox"].item() == pytest.approx(5 * 0.2) and off["loss_giou"].item() == pytest.approx(2 * 0.5)
+
+
+def test_the_non_actor_token_learns_its_box_and_nothing_of_actions():
+    outputs, targets = _actor_and_non_actor_batch()
+    outputs = {k: v.clone().requires_grad_(True) for k, v in outputs.items()}
+    _criterion(nonactor_boxes=True)(outputs, targets)["loss"].backward()
+    assert outputs["pred_boxes"].grad[0, 1].abs().sum() > 0  # token 1 regresses N's box
+    assert torch.equal(outputs["pred_actions"].grad[0, 1], torch.zeros(NUM_CLASSES))
+    assert torch.equal(outputs["pred_boxes"].grad[0, 2], torch.zeros(4))  # token 2 stays unmatched
+    # Token 1's actor logits are pushed towards no-actor, as an unmatched token's are.
+    assert outputs["pred_actor"].grad[0, 1, 0] > 0 > outputs["pred_actor"].grad[0, 1, 1]
+
+
+@pytest.mark.parametrize("o2m_weight", [0.0, 0.5])
+def test_flag_off_ignores_non_actors_bit_for_bit(o2m_weight):
+    """Off: the losses of a batch with non-actor rows are those of the batch without them, bit for bit,
+    and on a batch without non-actors the flag changes nothing either."""
+    g = torch.Generator().manual_seed(11)
+    outputs, targets = _random_outputs(g, 3, 16), _random_targets(g, [2, 0, 3])
+    with_persons = [{"boxes": torch.cat((torch.tensor([[0.3, 0.4, 0.2, 0.3], [0.7, 0.6, 0.1, 0.3]]), t["boxes"])),
+                     "labels": torch.cat((torch.zeros(2, NUM_CLASSES), t["labels"]))} for t in targets]
+    off = _criterion(o2m_weight=o2m_weight)
+    reference = off(outputs, targets)
+    for name, value in off(outputs, with_persons).items():
+        assert torch.equal(value, reference[name]), name
+    on = _criterion(o2m_weight=o2m_weight, nonactor_boxes=True)
+    flagged = [{**t, "is_actor": torch.ones(len(t["boxes"]), dtype=torch.bool)} for t in targets]
+    for name, value in on(outputs, flagged).items():
+        assert torch.equal(value, reference[name]), name
+    # On, the same batch with the persons differs, in the box terms only (and their sum).
+    changed = on(outputs, with_persons)
+    assert all(torch.isfinite(v) for v in changed.values())
+    assert not torch.equal(changed["loss_bbox"], reference["loss_bbox"])
+
+
+def test_non_actor_normalisers():
+    """num_boxes counts every matched person for the box terms, the actors alone for the action term."""
+    outputs, targets = _actor_and_non_actor_batch()
+    criterion = _criterion(nonactor_boxes=True)
+    assert criterion._num_boxes(targets, torch.device("cpu")) == (2.0, 1.0)
+    assert _criterion()._num_boxes(targets, torch.device("cpu")) == (1.0, 1.0)
+    only_person = [{"boxes": targets[0]["boxes"][1:], "labels": targets[0]["labels"][1:],
+                    "is_actor": torch.tensor([False])}]
+    losses = criterion(outputs, only_person)  # no actor at all: an action loss of nothing, not a NaN
+    assert losses["loss_action"].item() == 0.0 and losses["loss_bbox"].item() == pytest.approx(5 * 0.1)
+
+
+def test_is_actor_must_agree_with_the_labels():
+    outputs, targets = _actor_and_non_actor_batch()
+    targets[0]["is_actor"] = torch.tensor([True, True])
+    with pytest.raises(ValueError, match="is_actor"):
+        _criterion(nonactor_boxes=True)(outputs, targets)

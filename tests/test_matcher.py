@@ -204,3 +204,56 @@ def test_one_to_many_gives_each_actor_its_cheapest_distinct_tokens():
     assert [t.tolist() for t in matcher(outputs, targets, repeats=1)[0]] == [t.tolist() for t in one_to_one]
     with pytest.raises(ValueError, match="repeats"):
         matcher(outputs, targets, repeats=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# non-actor targets (loss.nonactor_boxes)
+
+
+def test_non_actor_target_costs_minus_p_no_actor_hand_computed():
+    """Two tokens on the same box as two targets, an actor and a non-actor: the boxes cannot tell them
+    apart, the class term does. Token 0 says actor (0.9), token 1 no-actor (p_actor 0.2)."""
+    box = [0.5, 0.5, 0.2, 0.4]
+    outputs = {"pred_boxes": torch.tensor([[box, box]]), "pred_actor": _actor_logits([0.9, 0.2])[None]}
+    targets = [{"boxes": torch.tensor([box, box]), "labels": torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
+                "is_actor": torch.tensor([True, False])}]
+    matcher = HungarianMatcher(cost_actor=1.0, cost_bbox=5.0, cost_giou=2.0)
+    cost = matcher.cost_matrix(outputs, targets)[0]
+    # L1 0, GIoU 1 everywhere: cost = -p(target's class) - 2.
+    expected = torch.tensor([[-0.9 - 2, -0.1 - 2], [-0.2 - 2, -0.8 - 2]])
+    torch.testing.assert_close(cost, expected)
+    (pred_idx, tgt_idx), = matcher(outputs, targets)
+    assert pred_idx.tolist() == [0, 1] and tgt_idx.tolist() == [0, 1]  # the no-actor token takes the non-actor
+    # Read as an actor (no is_actor), the second target would want token 0 as much as the first does.
+    plain = matcher.cost_matrix(outputs, [{k: v for k, v in targets[0].items() if k != "is_actor"}])[0]
+    torch.testing.assert_close(plain, torch.tensor([[-2.9, -2.9], [-2.2, -2.2]]))
+
+
+def test_all_actor_is_actor_gives_the_costs_of_before_bit_for_bit():
+    g = torch.Generator().manual_seed(7)
+    outputs, targets = _random_case(g, batch=3, num_tokens=12, sizes=[2, 0, 4])
+    matcher = HungarianMatcher(cost_action=1.0)
+    flagged = [{**t, "is_actor": torch.ones(len(t["boxes"]), dtype=torch.bool)} for t in targets]
+    assert torch.equal(matcher.cost_matrix(outputs, targets), matcher.cost_matrix(outputs, flagged))
+
+
+def test_non_actor_target_has_every_other_term_of_an_actor():
+    """Only the class term differs: cost(non-actor) - cost(actor) = cost_actor * (p_actor - p_no_actor)."""
+    g = torch.Generator().manual_seed(3)
+    outputs, targets = _random_case(g, batch=2, num_tokens=8, sizes=[3, 2])
+    outputs["token_grid"] = (1, 2, 4)
+    matcher = HungarianMatcher(cost_actor=2.0, cost_center=1.0)
+    as_actor = matcher.cost_matrix(outputs, targets)
+    flagged = [{**t, "is_actor": torch.tensor([False] + [True] * (len(t["boxes"]) - 1))} for t in targets]
+    mixed = matcher.cost_matrix(outputs, flagged)
+    p = outputs["pred_actor"].softmax(-1)
+    diff = (mixed - as_actor).view(2, 8, 5)
+    for b, col in ((0, 0), (1, 3)):
+        torch.testing.assert_close(diff[b, :, col], 2.0 * (p[b, :, 0] - p[b, :, 1]))
+    assert torch.equal(diff[:, :, [1, 2, 4]], torch.zeros(2, 8, 3))
+
+
+def test_is_actor_of_the_wrong_length_is_refused():
+    outputs = {"pred_boxes": torch.rand(1, 2, 4), "pred_actor": torch.zeros(1, 2, 2)}
+    with pytest.raises(ValueError, match=r"is_actor'\] must be \[1\] bool"):
+        HungarianMatcher()(outputs, [{"boxes": torch.rand(1, 4), "is_actor": torch.tensor([True, False])}])

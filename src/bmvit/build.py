@@ -148,6 +148,7 @@ def create_criterion(matcher_cfg: MatcherConfig, loss_cfg: LossConfig, num_class
         action_loss=loss_cfg.action_loss,
         o2m_weight=loss_cfg.o2m_weight,
         o2m_repeats=loss_cfg.o2m_repeats,
+        nonactor_boxes=loss_cfg.nonactor_boxes,
     )
 
 
@@ -281,30 +282,34 @@ def read_class_info(data_cfg: DataConfig) -> ClassInfo:
 
 def create_split_dataset(config: Config, model: nn.Module, split: str, class_ids: list[int], train: bool) -> Dataset:
     """The dataset of ``split`` for ``model``: ``create_dataset`` at the model's input size, wrapped by
-    the model's family (``DetectorFamily.dataset``)."""
-    base = create_dataset(config.data, split, class_ids, tuple(model.input_size), train)
+    the model's family (``DetectorFamily.dataset``). With ``loss.nonactor_boxes`` its targets keep the
+    people who are not actors (``KeyFrameDataset(keep_non_actors=True)``), whom the criterion then trains."""
+    base = create_dataset(config.data, split, class_ids, tuple(model.input_size), train,
+                          keep_non_actors=config.loss.nonactor_boxes)
     return family_of(model).dataset(base, config, split, train)
 
 
 def create_dataset(
     cfg: DataConfig, split: str, class_ids: list[int], input_size: tuple[int, int, int], train: bool,
-    output: str = "uint8",
+    output: str = "uint8", keep_non_actors: bool = False,
 ):
     """The dataset of ``split`` ("train" or "val") at the model's input size: an ``AVADataset``, or for
     UCF101-24 / JHMDB-21 a ``KeyFrameDataset`` whose "val" is the test split of ``data.act.split_index``.
     A detector family may wrap it (``DetectorFamily.dataset``; see ``create_split_dataset``).
 
     Clips are ``uint8 [3, T, H, W]`` (``output="uint8"``, the loaders' hand-off: the engine normalises
-    them on the model's device with ``transforms.normalize_clips``) or normalised float32 (``"float"``)."""
+    them on the model's device with ``transforms.normalize_clips``) or normalised float32 (``"float"``).
+    ``keep_non_actors``: targets keep the annotated people without a trained action, with ``is_actor``
+    (``loss.nonactor_boxes``; see ``KeyFrameDataset``)."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     num_frames, height, width = input_size
     if height != width:
         raise ValueError(f"the model input must be square, got {height}x{width}")
     if cfg.format in DataConfig.ACT_FORMATS:
-        return _act_dataset(cfg, split, class_ids, num_frames, height, train, output)
+        return _act_dataset(cfg, split, class_ids, num_frames, height, train, output, keep_non_actors)
     if cfg.format == "custom":
-        return _custom_dataset(cfg, split, class_ids, num_frames, height, train, output)
+        return _custom_dataset(cfg, split, class_ids, num_frames, height, train, output, keep_non_actors)
     from bmvit.data.ava import AVA_VALID_SECONDS
     from bmvit.data.dataset import AVADataset
 
@@ -327,6 +332,7 @@ def create_dataset(
         cache_videos=cfg.cache_videos,
         skip_bad=cfg.skip_bad,
         output=output,
+        keep_non_actors=keep_non_actors,
     )
 
 
@@ -383,7 +389,8 @@ def _augmentation(cfg: DataConfig) -> dict[str, Any]:
 
 
 def _act_dataset(
-    cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool, output: str = "uint8"
+    cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool, output: str = "uint8",
+    keep_non_actors: bool = False,
 ):
     """UCF101-24 / JHMDB-21 key frames: every annotated frame of the train videos; for "val" every frame
     of the test videos (``data.act.eval_all_frames``, ACT's frame-mAP scores detections on unannotated frames
@@ -409,13 +416,15 @@ def _act_dataset(
         include_unannotated=split != "train" and cfg.act.eval_all_frames,
         skip_bad=cfg.skip_bad,
         transform=transform,
+        keep_non_actors=keep_non_actors,
     )
     dataset.cache_videos = cfg.cache_videos
     return dataset
 
 
 def _custom_dataset(
-    cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool, output: str = "uint8"
+    cfg: DataConfig, split: str, class_ids: list[int], num_frames: int, size: int, train: bool, output: str = "uint8",
+    keep_non_actors: bool = False,
 ):
     """The key frames of a root written by ``bmvit data import``: every video at its own frame rate, clip
     strides counted on a ``data.fps`` timeline."""
@@ -435,6 +444,7 @@ def _custom_dataset(
         transform=keyframe_transform(class_ids, size, train, **augmentation, output=output),
         cache_videos=cfg.cache_videos,
         decode_size=min_decode_size(size, augmentation["scale_jitter"]),  # as AVADataset: the same pixels
+        keep_non_actors=keep_non_actors,
     )
 
 

@@ -199,6 +199,11 @@ class LossConfig:
     o2m_weight: float = _f(0.0, "one-to-many auxiliary box and action losses (H-DETR hybrid matching), relative "
                                 "weight; 0 = off")
     o2m_repeats: int = _f(4, "tokens per actor in the one-to-many matching")
+    nonactor_boxes: bool = _f(False, "box loss on people who are not actors too (the supplementary's Sec. 3 "
+                                     "'additional bounding boxes'; off, as in the paper's final model): the datasets "
+                                     "keep annotated people without a trained action in the targets, the matcher matches "
+                                     "tokens to them as to actors, and a matched token learns their box (L1 + GIoU) and "
+                                     "the no-actor class, never an action (docs/ablations.md#non-actor-boxes)")
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the key when a weight is negative or the loss unknown."""

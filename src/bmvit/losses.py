@@ -31,6 +31,14 @@ repeated ``o2m_repeats`` times; the box and action losses of those tokens are ad
 one-to-one ones, divided by ``num_boxes * o2m_repeats``). The actor loss stays one-to-one, so only
 one token per actor is trained to fire and inference stays NMS-free; the extra tokens only learn to
 predict the box and actions of the actor next to them (docs/demo.md#what-was-tried-and-dropped).
+
+Non-actor boxes (``nonactor_boxes=True``; the supplementary's Sec. 3 "additional bounding boxes",
+off by default as in the paper's final model): the annotated people who are not actors (rows with
+no positive class; ``is_actor`` False) join the matching as targets of their own. A token matched to
+one is, for ``CE_actor``, exactly an unmatched token (class no-actor, weight ``eos_coef``); it gets
+the L1 and GIoU terms of its person's box and no action term. ``num_boxes`` of the box terms then
+counts every matched person (actors and non-actors), that of the action term the actors only. Off,
+non-actor rows are left out of the matching and every loss is the one of before, bit for bit.
 """
 
 from __future__ import annotations
@@ -74,6 +82,8 @@ class SetCriterion(nn.Module):
         o2m_weight: weight of the one-to-many auxiliary box and action terms relative to the
             one-to-one ones (0 = off).
         o2m_repeats: tokens per actor in the one-to-many matching.
+        nonactor_boxes: match non-actor people too and train their tokens' boxes (see the module
+            docstring); off: they are left out of the matching.
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
         o2m_weight: float = 0.0,
         o2m_repeats: int = 4,
+        nonactor_boxes: bool = False,
     ) -> None:
         super().__init__()
         if action_loss not in ACTION_LOSSES:
@@ -102,6 +113,7 @@ class SetCriterion(nn.Module):
             raise ValueError(f"o2m_weight must be >= 0 and o2m_repeats >= 1, got {o2m_weight} and {o2m_repeats}")
         self.o2m_weight = float(o2m_weight)
         self.o2m_repeats = int(o2m_repeats)
+        self.nonactor_boxes = bool(nonactor_boxes)
         self.matcher = matcher
         self.num_classes = num_classes
         self.action_loss = action_loss
@@ -119,17 +131,24 @@ class SetCriterion(nn.Module):
 
     @torch.no_grad()
     def match(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], repeats: int = 1) -> MatchIndices:
-        """Hungarian matching of tokens to actors; indices refer to the rows of ``targets``.
+        """Hungarian matching of tokens to people; indices refer to the rows of ``targets``.
 
-        A target row whose ``labels`` has no positive class is a person but not an actor: it is
-        left out of matching, so no token is trained to detect it (its tokens stay "no-actor").
-        ``repeats > 1`` gives each actor that many tokens (the one-to-many matching).
+        A target row whose ``labels`` has no positive class is a person but not an actor. By default
+        it is left out of matching, so no token is trained to detect it (its tokens stay "no-actor").
+        With ``nonactor_boxes`` it is matched like an actor, its class cost that of "no-actor"
+        (``HungarianMatcher``), so that one token learns its box. ``repeats > 1`` gives each
+        matched person that many tokens (the one-to-many matching).
         """
         self._check(outputs, targets)
-        actor_rows = [_actor_rows(t["labels"]) for t in targets]
-        actor_targets = [{k: t[k][rows] for k in ("boxes", "labels")} for t, rows in zip(targets, actor_rows)]
-        indices = self.matcher(outputs, actor_targets, repeats=repeats)
-        return [(pred_idx, rows.cpu()[tgt_idx]) for (pred_idx, tgt_idx), rows in zip(indices, actor_rows)]
+        if self.nonactor_boxes:
+            rows = [torch.arange(len(t["labels"]), device=t["labels"].device) for t in targets]
+            matched = [{"boxes": t["boxes"], "labels": t["labels"], "is_actor": t["labels"].sum(-1) > 0}
+                       for t in targets]
+        else:
+            rows = [_actor_rows(t["labels"]) for t in targets]
+            matched = [{k: t[k][r] for k in ("boxes", "labels")} for t, r in zip(targets, rows)]
+        indices = self.matcher(outputs, matched, repeats=repeats)
+        return [(pred_idx, r.cpu()[tgt_idx]) for (pred_idx, tgt_idx), r in zip(indices, rows)]
 
     def forward(
         self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: MatchIndices | None = None
@@ -140,7 +159,8 @@ class SetCriterion(nn.Module):
             outputs: ``pred_boxes [B, N, 4]`` normalised cxcywh, ``pred_actor [B, N, 2]`` logits
                 (index 0 = actor), ``pred_actions [B, N, C]`` logits.
             targets: ``B`` dicts with ``boxes [M_b, 4]`` normalised cxcywh and ``labels [M_b, C]``
-                multi-hot float. ``M_b`` may be 0.
+                multi-hot float (an all-zero row: a person who is not an actor), optionally
+                ``is_actor [M_b]`` bool (which must then say the same). ``M_b`` may be 0.
             indices: the result of ``self.match(outputs, targets)`` when the caller already has it
                 (e.g. to log the matching); computed here otherwise.
 
@@ -154,30 +174,36 @@ class SetCriterion(nn.Module):
         else:
             self._check(outputs, targets)
         device = outputs["pred_boxes"].device
-        num_boxes = self._num_boxes(targets, device)
-        batch_idx, token_idx = _token_index(indices, device)
+        num_boxes, num_actors = self._num_boxes(targets, device)
+        actor_indices = _actor_matches(indices, targets)
+        batch_idx, token_idx = _token_index(actor_indices, device)
 
         losses = {
             "loss_actor": self._actor_loss(outputs["pred_actor"], batch_idx, token_idx),
-            **self._matched_losses(outputs, targets, indices, num_boxes),
+            **self._matched_losses(outputs, targets, indices, num_boxes, num_actors),
         }
         if self.o2m_weight > 0:
             o2m_indices = self.match(outputs, targets, repeats=self.o2m_repeats)
-            o2m = self._matched_losses(outputs, targets, o2m_indices, num_boxes * self.o2m_repeats)
+            o2m = self._matched_losses(outputs, targets, o2m_indices, num_boxes * self.o2m_repeats,
+                                       num_actors * self.o2m_repeats)
             losses.update({f"{name}_o2m": value for name, value in o2m.items()})
         losses = {name: self.weight_dict[name] * value for name, value in losses.items()}
         losses["loss"] = sum(losses.values())
         return losses
 
     def _matched_losses(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: MatchIndices,
-                        num_boxes: float) -> dict[str, Tensor]:
-        """Unweighted L1, GIoU and action terms of the matched tokens."""
-        batch_idx, token_idx = _token_index(indices, outputs["pred_boxes"].device)
+                        num_boxes: float, num_actors: float) -> dict[str, Tensor]:
+        """Unweighted L1 and GIoU terms of every matched token (over ``num_boxes``) and action term of
+        the tokens matched to actors (over ``num_actors``)."""
+        device = outputs["pred_boxes"].device
+        batch_idx, token_idx = _token_index(indices, device)
         src_boxes = outputs["pred_boxes"][batch_idx, token_idx]  # [K, 4], K matched tokens
-        src_actions = outputs["pred_actions"][batch_idx, token_idx]  # [K, C]
+        actor_indices = _actor_matches(indices, targets)
+        batch_idx, token_idx = _token_index(actor_indices, device)
+        src_actions = outputs["pred_actions"][batch_idx, token_idx]  # [K_actor, C]
         return {
             **self._box_losses(src_boxes, _matched(targets, indices, "boxes"), num_boxes),
-            "loss_action": self._action_loss(src_actions, _matched(targets, indices, "labels"), num_boxes),
+            "loss_action": self._action_loss(src_actions, _matched(targets, actor_indices, "labels"), num_actors),
         }
 
     def _actor_loss(self, pred_actor: Tensor, batch_idx: Tensor, token_idx: Tensor) -> Tensor:
@@ -205,9 +231,13 @@ class SetCriterion(nn.Module):
             loss = F.binary_cross_entropy_with_logits(src_logits, tgt_labels, reduction="none")
         return loss.sum() / num_boxes
 
-    @staticmethod
-    def _num_boxes(targets: list[dict[str, Tensor]], device: torch.device) -> float:
-        return boxes_per_process(sum(int(_actor_rows(t["labels"]).numel()) for t in targets), device)
+    def _num_boxes(self, targets: list[dict[str, Tensor]], device: torch.device) -> tuple[float, float]:
+        """The normalisers ``(num_boxes, num_actors)``: matched people (with ``nonactor_boxes``: every
+        person, else the actors) and actors, each averaged over processes (``boxes_per_process``)."""
+        num_actors = boxes_per_process(sum(int(_actor_rows(t["labels"]).numel()) for t in targets), device)
+        if not self.nonactor_boxes:
+            return num_actors, num_actors
+        return boxes_per_process(sum(len(t["labels"]) for t in targets), device), num_actors
 
     def _check(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> None:
         if "pred_actions" not in outputs:
@@ -223,6 +253,9 @@ class SetCriterion(nn.Module):
             if boxes.ndim != 2 or labels.ndim != 2 or len(boxes) != len(labels) or labels.shape[1] != self.num_classes:
                 raise ValueError(f"targets[{b}] must have boxes [M, 4] and labels [M, {self.num_classes}], "
                                  f"got boxes {tuple(boxes.shape)} and labels {tuple(labels.shape)}")
+            if "is_actor" in target and not torch.equal(target["is_actor"].bool().cpu(), (labels.sum(-1) > 0).cpu()):
+                raise ValueError(f"targets[{b}]['is_actor'] must be True exactly where a labels row has a positive "
+                                 "class (an actor); got a person marked otherwise")
 
 
 def _actor_rows(labels: Tensor) -> Tensor:
@@ -230,6 +263,16 @@ def _actor_rows(labels: Tensor) -> Tensor:
     if labels.ndim != 2:
         raise ValueError(f"target labels must be [M, C] multi-hot, got {tuple(labels.shape)}")
     return torch.nonzero(labels.sum(-1) > 0).flatten()
+
+
+def _actor_matches(indices: MatchIndices, targets: list[dict[str, Tensor]]) -> MatchIndices:
+    """The pairs of ``indices`` whose target row is an actor (a positive class); all of them unless
+    non-actors were matched (``nonactor_boxes``)."""
+    out = []
+    for (pred_idx, tgt_idx), t in zip(indices, targets):
+        keep = (t["labels"].sum(-1) > 0).cpu()[tgt_idx]
+        out.append((pred_idx[keep], tgt_idx[keep]))
+    return out
 
 
 def _token_index(indices: MatchIndices, device: torch.device) -> tuple[Tensor, Tensor]:

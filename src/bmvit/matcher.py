@@ -3,8 +3,8 @@
 Adapted from DETR (facebookresearch/detr, models/matcher.py): one cost matrix for the whole batch,
 split per sample, solved with SciPy's ``linear_sum_assignment``. Changes: the class cost is the
 actor probability of a 2-way actor/no-actor head, targets carry multi-hot action labels, an
-optional multi-label action cost, an optional location prior (``cost_center``), and input checks with
-clear errors.
+optional multi-label action cost, an optional location prior (``cost_center``), targets that may be
+non-actor people (``is_actor``; ``loss.nonactor_boxes``), and input checks with clear errors.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ MatchIndices = list[tuple[Tensor, Tensor]]
 
 
 class HungarianMatcher(nn.Module):
-    """One-to-one assignment of candidate tokens to ground-truth actors, per sample.
+    """One-to-one assignment of candidate tokens to ground-truth actors (and people), per sample.
 
     Cost of pairing token i with actor j (lower is better)::
 
@@ -31,6 +31,14 @@ class HungarianMatcher(nn.Module):
     xyxy. The action cost (default off, docs/design.md#matching-and-loss) rewards tokens whose action probabilities are
     high on the actor's positive classes; the mean (not the sum) keeps it in [-1, 0] whatever the
     number of labels, like the other probability term. An actor with no positive class adds 0.
+
+    Non-actor targets (``loss.nonactor_boxes``, the supplementary's "additional bounding boxes"): a
+    target whose ``is_actor`` is False is a person the criterion trains as *no-actor*. Its class term
+    is ``cost_actor * (-p_no_actor[i])``, the probability of the class it will be trained towards,
+    as DETR's class cost uses the target's class: the token that already says "no actor" there is
+    the natural match, and a token firing on a nearby actor is not pulled off it. Every other term
+    is the one of an actor (its action term is 0: it has no positive class). Targets without
+    ``is_actor`` are all actors, and then the costs are those of before, bit for bit.
 
     The centre cost (default off) is a location prior: ``ref_i`` is the centre of token i's cell in
     the ``H x W`` key-frame grid (``outputs["token_grid"]``), so the distance is in grid cells and
@@ -69,7 +77,8 @@ class HungarianMatcher(nn.Module):
             outputs: ``pred_boxes [B, N, 4]`` normalised cxcywh, ``pred_actor [B, N, 2]`` logits
                 (index 0 = actor), and (when ``cost_action > 0``) ``pred_actions [B, N, C]`` logits.
             targets: ``B`` dicts with ``boxes [M_b, 4]`` normalised cxcywh and ``labels [M_b, C]``
-                multi-hot float (``labels`` is only read when ``cost_action > 0``). ``M_b`` may be 0.
+                multi-hot float (``labels`` is only read when ``cost_action > 0``), and optionally
+                ``is_actor [M_b]`` bool (False: a non-actor person; absent: all actors). ``M_b`` may be 0.
             repeats: how many tokens each actor gets. 1 is the one-to-one matching of BMViT; ``k > 1``
                 is the one-to-many matching of H-DETR's hybrid scheme (Jia et al., CVPR 2023): every
                 actor is repeated ``k`` times and the same Hungarian solver assigns distinct tokens to
@@ -100,9 +109,10 @@ class HungarianMatcher(nn.Module):
         batch, num_tokens = outputs["pred_boxes"].shape[:2]
         pred_boxes = outputs["pred_boxes"].flatten(0, 1).float()  # [B*N, 4]
         tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(pred_boxes)  # [sum M, 4]
-        p_actor = outputs["pred_actor"].flatten(0, 1).float().softmax(-1)[:, 0]  # [B*N]
+        p_class = outputs["pred_actor"].flatten(0, 1).float().softmax(-1)  # [B*N, 2]: actor, no-actor
+        tgt_class = _target_classes(targets, p_class.device)  # [sum M]: 0 actor, 1 non-actor
 
-        cost = self.cost_actor * -p_actor[:, None].expand(-1, len(tgt_boxes))
+        cost = self.cost_actor * -p_class[:, tgt_class]
         if self.cost_bbox:
             cost = cost + self.cost_bbox * torch.cdist(pred_boxes, tgt_boxes, p=1)
         if self.cost_giou:
@@ -115,6 +125,13 @@ class HungarianMatcher(nn.Module):
         if not bool(torch.isfinite(cost).all()):
             raise ValueError("HungarianMatcher: the cost matrix has NaN or inf entries (non-finite model outputs?)")
         return cost.view(batch, num_tokens, len(tgt_boxes)).cpu()
+
+
+def _target_classes(targets: list[dict[str, Tensor]], device: torch.device) -> Tensor:
+    """``[sum M]`` int64: the actor head's class each target is trained towards, 0 actor, 1 no-actor."""
+    classes = [(~t["is_actor"].to(device, torch.bool)).long() if "is_actor" in t
+               else torch.zeros(len(t["boxes"]), dtype=torch.int64, device=device) for t in targets]
+    return torch.cat(classes) if classes else torch.zeros(0, dtype=torch.int64, device=device)
 
 
 def _center_cost(outputs: dict[str, Tensor], batch: int, tgt_boxes: Tensor) -> Tensor:
@@ -157,6 +174,9 @@ def _check_inputs(outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], 
         if tgt_boxes is None or tgt_boxes.ndim != 2 or tgt_boxes.shape[-1] != 4:
             shape = None if tgt_boxes is None else tuple(tgt_boxes.shape)
             raise ValueError(f"targets[{b}]['boxes'] must be [M, 4] cxcywh, got {shape}")
+        is_actor = target.get("is_actor")
+        if is_actor is not None and (is_actor.ndim != 1 or len(is_actor) != len(tgt_boxes)):
+            raise ValueError(f"targets[{b}]['is_actor'] must be [{len(tgt_boxes)}] bool, got {tuple(is_actor.shape)}")
         labels = target.get("labels")
         if labels is None:
             if need_actions:

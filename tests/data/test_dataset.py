@@ -163,6 +163,53 @@ def test_non_actors_are_dropped(ava_root):
     assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0, 1)
 
 
+def test_non_actors_are_kept_with_the_flag(ava_root):
+    """keep_non_actors (loss.nonactor_boxes): the people without a trained action stay, with an all-zero
+    label row and is_actor False; the actors' rows are those of the default."""
+    ds = make(ava_root, class_ids=[3, 1], keep_non_actors=True)
+    _, target = ds[0]
+    assert target["person_ids"].tolist() == [0, 1]
+    assert target["labels"].tolist() == [[1, 1], [0, 0]]
+    assert target["is_actor"].tolist() == [True, False] and target["is_actor"].dtype == torch.bool
+    # person 1: xyxy (.6, .1, .9, .8) -> cxcywh (.75, .45, .3, .7)
+    torch.testing.assert_close(target["boxes"], torch.tensor([[0.3, 0.55, 0.4, 0.7], [0.75, 0.45, 0.3, 0.7]]))
+    _, default = make(ava_root, class_ids=[3, 1])[0]
+    assert "is_actor" not in default
+    assert torch.equal(default["boxes"], target["boxes"][:1]) and torch.equal(default["labels"], target["labels"][:1])
+    _, target = make(ava_root, class_ids=[2], keep_non_actors=True)[2]  # vidB's only person does action 3
+    assert target["boxes"].shape == (1, 4) and target["labels"].tolist() == [[0]]
+    assert target["is_actor"].tolist() == [False]
+
+
+def test_is_actor_follows_the_people_a_transform_keeps(ava_root):
+    """is_actor is derived after the transform: a crop that drops people drops their flags with them."""
+    ds = make(ava_root, class_ids=[3, 1], keep_non_actors=True, train=True, resize="short_side",
+              scale_jitter=(1.0, 1.6), hflip=0.5)
+    torch.manual_seed(0)
+    for index in range(len(ds)):
+        for _ in range(4):
+            _, target = ds[index]
+            assert target["is_actor"].tolist() == (target["labels"].sum(-1) > 0).tolist()
+            assert len(target["is_actor"]) == len(target["boxes"]) == len(target["person_ids"])
+
+
+def test_synthetic_non_actors_reach_the_targets_only_with_the_flag(tmp_path):
+    from bmvit.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path, seed=3, num_videos=2, num_val_videos=1, seconds=6, size=(128, 96), workers=1,
+                            non_actors=True)
+    kept = AVADataset(tmp_path, "train", num_frames=2, stride=4, input_size=32, train=False, keep_non_actors=True)
+    plain = AVADataset(tmp_path, "train", num_frames=2, stride=4, input_size=32, train=False)
+    rows = (tmp_path / "annotations" / "ava_train_v2.2.csv").read_text().splitlines()
+    fields = [r.split(",") for r in rows]
+    people = {(f[0], f[1], f[7]) for f in fields}  # (video, key frame, person)
+    non_actors = {(f[0], f[1], f[7]) for f in fields if f[6] == ""}
+    assert non_actors, "the tiny set has people who are not acting"
+    assert sum(len(kept[i][1]["boxes"]) for i in range(len(kept))) == len(people)
+    assert sum(int((~kept[i][1]["is_actor"]).sum()) for i in range(len(kept))) == len(non_actors)
+    assert sum(len(plain[i][1]["boxes"]) for i in range(len(plain))) == len(people) - len(non_actors)
+
+
 def test_exclusions_explicit_file(ava_root, tmp_path):
     path = tmp_path / "ex.csv"
     path.write_text("vidA,0904\n")

@@ -1,5 +1,5 @@
 """``bmvit synth --out DIR --seed N [--videos K] [--val-videos K] [--seconds S] [--size WxH] [--frames]
-[--person-boxes [DIR]] [--person-boxes-only]``.
+[--non-actors] [--person-boxes [DIR]] [--person-boxes-only]``.
 
 Writes the synthetic AVA-format dataset (see ``docs/synthetic.md``) and prints what it wrote and how
 long it took; ``--figure PNG`` also draws a few val key frames with their ground truth.
@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=int, default=30, help="seconds per video, >= 4 (default 30)")
     parser.add_argument("--size", type=_size, default=(320, 240), help="WIDTHxHEIGHT, even (default 320x240)")
     parser.add_argument("--frames", action="store_true", help="also extract frames/<vid>/<vid>_%%06d.jpg")
+    parser.add_argument("--non-actors", action="store_true",
+                        help="also write the visible people who are not acting (bystanders, idle actors) at every "
+                             "key frame, as rows with an empty action id (for loss.nonactor_boxes)")
     parser.add_argument("--workers", type=int, default=None, help="processes rendering videos in parallel (default 2)")
     parser.add_argument("--figure", default=None, metavar="PNG", help="also draw val key frames with ground truth")
     parser.add_argument("--person-boxes", nargs="?", const="", default=None, metavar="DIR",
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = write_synthetic_dataset(args.out, args.seed, num_videos=args.videos, num_val_videos=args.val_videos,
                                           seconds=args.seconds, size=args.size, frames=args.frames,
-                                          workers=args.workers)
+                                          workers=args.workers, non_actors=args.non_actors)
     except ValueError as err:
         print(f"bmvit synth: {err}", file=sys.stderr)
         return 2

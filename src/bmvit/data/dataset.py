@@ -9,12 +9,16 @@
   ``labels`` ``[P, C]`` float32 multi-hot over ``class_ids``; ``person_ids`` ``[P]`` int64;
   ``video_id`` str; ``timestamp`` int; ``orig_size`` (H, W) of the stored frames; ``letterbox``
   (a ``transforms.Letterbox``, or a ``transforms.ShortSideCrop`` for ``resize="short_side"``) when the
-  input is not the whole frame resized, so that evaluation can map boxes back.
+  input is not the whole frame resized, so that evaluation can map boxes back. With
+  ``keep_non_actors``: ``is_actor`` ``[P]`` bool, False for a person who is not an actor.
 
 Actors and non-actors: a person whose labels all lie outside ``class_ids`` (or who has none) is not
 an actor of the trained classes. Such people are left out of the targets, so the model learns to
 call them "no actor" (docs/design.md#actors: "An annotated person with no trained class is a non-actor person").
 A key frame whose people are all non-actors stays in the dataset with an empty target.
+``keep_non_actors=True`` (``loss.nonactor_boxes``, the supplementary's "additional bounding boxes")
+keeps them instead, with an all-zero ``labels`` row and ``is_actor`` False, so that the criterion
+can train their boxes.
 
 Workers: sources are opened lazily in the process that reads them, and open containers are not
 pickled, so ``DataLoader(num_workers > 0)`` works (each worker opens its own files).
@@ -95,6 +99,8 @@ class KeyFrameDataset(Dataset):
             small), never below it. None: frames at their stored size.
         max_open_videos: open video containers kept per process (least recently used are closed).
         class_names: optional names of ``class_ids`` (metadata for checkpoints and reports).
+        keep_non_actors: keep the people who are not actors in the targets (all-zero ``labels`` row)
+            and add ``is_actor`` ``[P]`` bool; off (default): only actors are targets.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class KeyFrameDataset(Dataset):
         max_open_videos: int = 8,
         class_names: Sequence[str] | None = None,
         decode_size: tuple[int, int] | None = None,
+        keep_non_actors: bool = False,
     ) -> None:
         if num_frames < 1 or stride < 1:
             raise ValueError(f"num_frames and stride must be >= 1, got {num_frames} and {stride}")
@@ -124,6 +131,7 @@ class KeyFrameDataset(Dataset):
         self.time_offset, self.fps = float(time_offset), fps
         self.cache_videos, self.max_open_videos = cache_videos, max_open_videos
         self.decode_size = tuple(decode_size) if decode_size is not None else None
+        self.keep_non_actors = bool(keep_non_actors)
         self._sources: OrderedDict[str, FrameFolderSource | VideoFileSource] = OrderedDict()
         missing = sorted({k.video_id for k in self.keyframes} - self.videos.keys())
         if missing:
@@ -201,18 +209,29 @@ class KeyFrameDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, dict]:
         k = self.keyframes[index]
         clip = self.read_clip(index)
-        actors = k.labels.sum(axis=1) > 0
+        people = self._target_people(k)
         target = {
-            "boxes_xyxy": np.asarray(k.boxes_xyxy, dtype=np.float32)[actors].reshape(-1, 4),
-            "labels": np.asarray(k.labels, dtype=np.float32)[actors].reshape(-1, len(self.class_ids)),
-            "person_ids": np.asarray(k.person_ids, dtype=np.int64)[actors],
+            "boxes_xyxy": np.asarray(k.boxes_xyxy, dtype=np.float32)[people].reshape(-1, 4),
+            "labels": np.asarray(k.labels, dtype=np.float32)[people].reshape(-1, len(self.class_ids)),
+            "person_ids": np.asarray(k.person_ids, dtype=np.int64)[people],
             "video_id": k.video_id,
             "timestamp": int(k.timestamp),
             # The stored frame's size: the clip may have been decoded smaller (``decode_size``).
             "orig_size": tuple(int(v) for v in self.source(k.video_id).size) if self.decode_size else
             (int(clip.shape[1]), int(clip.shape[2])),
         }
-        return self.transform(clip, target)
+        clip, target = self.transform(clip, target)
+        if self.keep_non_actors:
+            # Derived after the transform, which may drop people (crops) and knows only its own
+            # per-person keys: a row with no positive class is a non-actor, before and after.
+            target["is_actor"] = torch.as_tensor(target["labels"]).sum(-1) > 0
+        return clip, target
+
+    def _target_people(self, k: KeyFrame) -> np.ndarray:
+        """``[P]`` bool: the people of key frame ``k`` that become targets (the actors, or everyone)."""
+        if self.keep_non_actors:
+            return np.ones(len(k), dtype=bool)
+        return k.labels.sum(axis=1) > 0
 
 
 def collate_fn(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, list[dict]]:
@@ -275,7 +294,7 @@ class AVADataset(KeyFrameDataset):
     ``"float"`` (default) gives normalised float32 clips, ready for the model as they are.
     ``class_ids`` default to every action id present in the annotation file, sorted. Actions outside
     ``class_ids`` are left out of the labels (logged); people left without a trained action are
-    non-actors (see the module docstring).
+    non-actors (see the module docstring); ``keep_non_actors`` keeps them in the targets.
     """
 
     def __init__(
@@ -309,6 +328,7 @@ class AVADataset(KeyFrameDataset):
         flip_swap_class_ids: Sequence[tuple[int, int]] = (),
         transform: Callable | None = None,
         output: Literal["float", "uint8"] = "float",
+        keep_non_actors: bool = False,
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"AVADataset: split must be 'train' or 'val', got {split!r}")
@@ -353,6 +373,7 @@ class AVADataset(KeyFrameDataset):
             cache_videos=cache_videos,
             class_names=names,
             decode_size=decode_size,
+            keep_non_actors=keep_non_actors,
         )
         logger.info(
             "AVADataset %s: %d key frames, %d videos, %d classes, source=%s",

@@ -300,11 +300,14 @@ def ucf_jhmdb_dataset(
     include_unannotated: bool = False,
     skip_bad: bool = False,
     transform: Callable | None = None,
+    keep_non_actors: bool = False,
 ) -> KeyFrameDataset:
     """A ``KeyFrameDataset`` over UCF101-24 or JHMDB-21 (clips centred on each annotated frame).
 
     Frames come from ``frames_root/<video>/`` (the dataset's ACT naming) or, if ``frames_root`` is
     None, from ``video_root/<video><video_ext>``. ``train`` defaults to ``split == "train"``.
+    ``keep_non_actors``: as ``KeyFrameDataset``'s (every ACT tube is an actor, so it changes nothing but
+    the ``is_actor`` key).
     """
     info = DATASETS[dataset] if isinstance(dataset, str) else dataset
     ann = annotations if isinstance(annotations, TubeAnnotations) else read_act_annotations(annotations)
@@ -339,6 +342,7 @@ def ucf_jhmdb_dataset(
         stride=stride,
         transform=transform,
         class_names=[names.get(c, str(c)) for c in ids],
+        keep_non_actors=keep_non_actors,
     )
     # Evaluation scores in ACT's pixel space against the unclipped tubes (training's boxes are clipped).
     dataset.act_annotations = ann

@@ -267,10 +267,12 @@ def custom_dataset(
     transform: Callable,
     cache_videos: bool = False,
     decode_size: tuple[int, int] | None = None,
+    keep_non_actors: bool = False,
 ):
     """The ``KeyFrameDataset`` of ``split``: clips of ``num_frames`` frames, ``stride`` frames of a
     ``sample_fps`` timeline apart, centred on each key frame's own video frame, so that a clip spans the
-    same time in a 25-fps and a 30-fps video."""
+    same time in a 25-fps and a 30-fps video. ``keep_non_actors``: the labelled people without an action
+    stay in the targets (``loss.nonactor_boxes``; see ``KeyFrameDataset``)."""
     from bmvit.data.dataset import KeyFrameDataset, VideoRef
 
     refs = {v.video_id: VideoRef("video", str(info.video_path(v)), fps=v.fps, num_frames=v.num_frames)
@@ -286,6 +288,7 @@ def custom_dataset(
         cache_videos=cache_videos,
         class_names=[info.classes[c] for c in class_ids],
         decode_size=decode_size,
+        keep_non_actors=keep_non_actors,
     )
 
 

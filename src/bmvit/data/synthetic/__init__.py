@@ -4,9 +4,9 @@ It stands in for AVA in tests, benchmarks and the demo (AVA cannot be downloaded
 Each video shows 2-4 articulated stick figures (head, torso, arms, legs with animated joint angles)
 on a textured, slowly panning background, with noise, distractor objects and occlusion. Some
 figures are actors whose actions change every few seconds; the others are idle bystanders who carry
-no label. A figure's image depends only on its pose, never on where it is going, so pairs such as
-walking left/right, walk/run and wave/raised hand can be pixel-identical at a key frame (see
-``docs/synthetic.md``).
+no label (written as people with no action only with ``non_actors=True``). A figure's image depends
+only on its pose, never on where it is going, so pairs such as walking left/right, walk/run and
+wave/raised hand can be pixel-identical at a key frame (see ``docs/synthetic.md``).
 
 The modules, each depending only on those above it:
 
@@ -53,6 +53,7 @@ from bmvit.data.synthetic.scene import (
 from bmvit.data.synthetic.write import (
     EXCLUDE_BELOW_VISIBLE,
     GENERATOR_VERSION,
+    NON_ACTOR_MIN_VISIBLE,
     SPLITS,
     SyntheticSummary,
     create_split_video_spec,
@@ -74,8 +75,8 @@ __all__ = [
     # keyframes
     "AVA_FIRST_SECOND", "KeyframeBox", "keyframe_boxes", "keyframe_seconds",
     # write
-    "EXCLUDE_BELOW_VISIBLE", "GENERATOR_VERSION", "SPLITS", "SyntheticSummary", "create_split_video_spec",
-    "encode_video", "extract_frames", "write_label_map", "write_synthetic_dataset",
+    "EXCLUDE_BELOW_VISIBLE", "GENERATOR_VERSION", "NON_ACTOR_MIN_VISIBLE", "SPLITS", "SyntheticSummary",
+    "create_split_video_spec", "encode_video", "extract_frames", "write_label_map", "write_synthetic_dataset",
     # plot
     "plot_keyframes",
 ]

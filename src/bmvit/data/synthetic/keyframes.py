@@ -3,7 +3,8 @@
 Video time 0.0 is AVA second 900 (``AVA_FIRST_SECOND``); key frames fall on every whole second from
 902 to ``900 + seconds - 2``, mirroring AVA's 0902..1798 in clips cut from 900 s to 1800 s. A
 box is the tight box around the figure's capsules (``render.parts_box``), clipped to the frame and
-normalised to [0, 1] (AVA convention). Idle actors and bystanders carry no label and are not listed.
+normalised to [0, 1] (AVA convention). Idle actors and bystanders carry no label and are not listed,
+unless asked for (``keyframe_boxes(spec, non_actors=True)``): then they come with empty ``labels``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ AVA_FIRST_SECOND = 900
 
 @dataclass(frozen=True)
 class KeyframeBox:
-    """One labelled actor at a key frame: box normalised ``x1, y1, x2, y2`` (clipped), labels, visibility."""
+    """One person at a key frame: box normalised ``x1, y1, x2, y2`` (clipped), labels, visibility.
+
+    ``labels`` is empty for a person who is not acting (a bystander or an idle actor), who is listed only
+    by ``keyframe_boxes(spec, non_actors=True)``.
+    """
 
     timestamp: int
     person_id: int
@@ -34,12 +39,14 @@ def keyframe_seconds(seconds: int) -> range:
     return range(AVA_FIRST_SECOND + 2, AVA_FIRST_SECOND + seconds - 1)
 
 
-def keyframe_boxes(spec: VideoSpec) -> list[KeyframeBox]:
-    """Labelled actors at every key frame (idle actors and bystanders are not listed).
+def keyframe_boxes(spec: VideoSpec, non_actors: bool = False) -> list[KeyframeBox]:
+    """Labelled actors at every key frame; with ``non_actors``, the people not acting too.
 
-    Returns one ``KeyframeBox`` per (key frame, labelled actor), key frames in time order. An actor's
-    ``visible`` counts its pixels hidden neither by front distractors, the occluder, nor taller
-    (hence nearer) figures.
+    Returns one ``KeyframeBox`` per (key frame, listed person), key frames in time order and people in
+    track order within one. A person's ``visible`` counts its pixels hidden neither by front
+    distractors, the occluder, nor taller (hence nearer) figures. Without ``non_actors`` (the
+    default), idle actors and bystanders are not listed; with it they are, every one of them with
+    empty ``labels`` and its visibility (the writer decides which are visible enough to write).
     """
     out = []
     for second in keyframe_seconds(spec.seconds):
@@ -51,7 +58,7 @@ def keyframe_boxes(spec: VideoSpec) -> list[KeyframeBox]:
         front = _front_mask(spec, t, shift)
         for tr, pose, mask in zip(spec.tracks, poses, masks):
             labels = tr.labels_at(t)
-            if not labels:
+            if not labels and not non_actors:
                 continue
             nearer = [m for other, m in zip(poses, masks) if other.height > pose.height]
             covered = np.logical_or.reduce([front, *nearer])

@@ -35,7 +35,8 @@ def plot_keyframes(root: str | os.PathLike, out_png: str | os.PathLike, n: int =
     with open(root / "annotations" / f"ava_{split}_v2.2.csv", newline="") as f:
         for vid, ts, x1, y1, x2, y2, action, pid in csv.reader(f):
             box = [float(x1), float(y1), float(x2), float(y2)]
-            people.setdefault((vid, int(ts)), {}).setdefault(int(pid), (box, []))[1].append(names[int(action)])
+            labels = people.setdefault((vid, int(ts)), {}).setdefault(int(pid), (box, []))[1]
+            labels.append(names[int(action)] if action else "no action")  # empty id: a non-actor (--non-actors)
     keys = sorted(people)
     if not keys:
         raise ValueError(f"{root / 'annotations' / f'ava_{split}_v2.2.csv'}: no annotated key frames to draw")

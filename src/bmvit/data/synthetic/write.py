@@ -6,6 +6,10 @@ the excluded-timestamps file, the label map, the frame lists and a README, and r
 ``SyntheticSummary``. Videos render in worker processes; each (split, video) draws from its own seed
 stream (``create_split_video_spec``), so the files depend neither on the worker count nor, for one
 video, on how many others are written. Boxes are normalised to [0, 1] in the CSVs.
+
+``non_actors=True`` also writes the people who are not acting (bystanders, idle actors) as rows with
+an empty action id, as AVA's readers take a person with no action; the default output does not
+change with the option (its rows are only added).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from bmvit.data.synthetic.scene import CLASS_DESCRIPTIONS, CLASSES, FPS, VideoSp
 GENERATOR_VERSION = "1"
 SPLITS = ("train", "val")
 EXCLUDE_BELOW_VISIBLE = 0.25  # a val key frame is excluded when an actor shows less than this
+# A non-actor is written (non_actors=True) only when it shows at least this much: the threshold below
+# which an actor counts as hidden. A hidden non-actor is left out rather than excluding its key frame,
+# so the exclusions, and what the evaluator scores, stay those of the actors.
+NON_ACTOR_MIN_VISIBLE = EXCLUDE_BELOW_VISIBLE
 
 
 @dataclass
@@ -49,6 +57,7 @@ class SyntheticSummary:
     class_counts: dict[str, dict[str, int]]  # split -> class name -> actors with that label
     excluded: list[tuple[str, int]]
     seconds_taken: float = 0.0
+    non_actors: dict[str, int] | None = None  # split -> (key frame, non-actor) rows written; None: not asked for
 
     def describe(self) -> str:
         """The multi-line report ``bmvit synth`` prints: sizes, per-split counts, exclusions, class frequencies."""
@@ -59,6 +68,9 @@ class SyntheticSummary:
             lines.append(f"  {split}: {len(self.videos[split])} videos, {k} key frames, {self.rows[split]} rows, "
                          f"{self.actors[split] / max(1, k):.2f} actors and {self.people[split] / max(1, k):.2f} people "
                          "per key frame")
+            if self.non_actors is not None:
+                lines.append(f"    {self.non_actors[split]} non-actor rows (empty action id), "
+                             f"{self.non_actors[split] / max(1, k):.2f} per key frame")
         lines.append(f"  val key frames excluded (an actor < {EXCLUDE_BELOW_VISIBLE:.0%} visible): "
                      f"{len(self.excluded)}")
         lines.append("  class frequencies (actors with the label, train / val):")
@@ -71,7 +83,7 @@ class SyntheticSummary:
 
 def write_synthetic_dataset(out_dir: str | os.PathLike, seed: int, num_videos: int = 24, num_val_videos: int = 8,
                             seconds: int = 30, size: tuple[int, int] = (320, 240), frames: bool = False,
-                            workers: int | None = None) -> SyntheticSummary:
+                            workers: int | None = None, non_actors: bool = False) -> SyntheticSummary:
     """Write the synthetic dataset in AVA v2.2's layout under ``out_dir`` and return what was written.
 
     Args:
@@ -82,6 +94,9 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, seed: int, num_videos: i
         size: (width, height) in pixels, both even (yuv420p).
         frames: also decode every video to ``frames/<vid>/<vid>_%06d.jpg``.
         workers: processes rendering videos in parallel (default: up to 2, one video each).
+        non_actors: also write, at every key frame, the people who are not acting (bystanders, idle
+            actors) showing at least ``NON_ACTOR_MIN_VISIBLE`` of their pixels, one row each with an
+            empty action id. Off: the files are those of earlier versions, byte for byte.
     """
     width, height = size
     if seconds < 4:
@@ -94,12 +109,13 @@ def write_synthetic_dataset(out_dir: str | os.PathLike, seed: int, num_videos: i
     root = Path(out_dir)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     (root / "frame_lists").mkdir(parents=True, exist_ok=True)
-    jobs = [_VideoJob(str(root), split, i, seed, (width, height), seconds, frames)
+    jobs = [_VideoJob(str(root), split, i, seed, (width, height), seconds, frames, non_actors)
             for split, n in (("train", num_videos), ("val", num_val_videos)) for i in range(n)]
     results = _run_jobs(jobs, workers)
     summary = SyntheticSummary(root=root, seed=seed, size=(width, height), seconds=seconds,
                                videos={s: [j.video_id for j in jobs if j.split == s] for s in SPLITS},
-                               keyframes={}, rows={}, actors={}, people={}, class_counts={}, excluded=[])
+                               keyframes={}, rows={}, actors={}, people={}, class_counts={}, excluded=[],
+                               non_actors={} if non_actors else None)
     for split in SPLITS:
         _write_split(root, split, [(j, r) for j, r in zip(jobs, results) if j.split == split], seconds, summary)
     write_label_map(root / "annotations" / "ava_action_list_v2.2_for_activitynet_2019.pbtxt")
@@ -134,6 +150,7 @@ class _VideoJob:
     size: tuple[int, int]
     seconds: int
     frames: bool
+    non_actors: bool = False
 
     @property
     def video_id(self) -> str:
@@ -161,7 +178,7 @@ def _run_job(job: _VideoJob) -> tuple[list[KeyframeBox], int]:
     encode_video(spec, path)
     if job.frames:
         extract_frames(path, Path(job.root) / "frames" / job.video_id, job.video_id)
-    boxes = keyframe_boxes(spec)
+    boxes = keyframe_boxes(spec, non_actors=job.non_actors)
     return boxes, len(spec.tracks)
 
 
@@ -199,17 +216,19 @@ def extract_frames(video_path: Path, out_dir: Path, video_id: str) -> int:
 def _write_split(root: Path, split: str, done: list[tuple[_VideoJob, tuple[list[KeyframeBox], int]]],
                  seconds: int, summary: SyntheticSummary) -> None:
     """Write ``split``'s annotation CSV and frame list, and fill in its counts (and exclusions) in ``summary``."""
-    rows, counts, num_actors = [], Counter(), 0
+    rows, counts, num_actors, num_non_actors = [], Counter(), 0, 0
     for job, (boxes, _num_people) in done:
-        excluded = {b.timestamp for b in boxes if split == "val" and b.visible < EXCLUDE_BELOW_VISIBLE}
+        # Only actors exclude a key frame; a hidden non-actor is left out instead (NON_ACTOR_MIN_VISIBLE).
+        excluded = {b.timestamp for b in boxes
+                    if split == "val" and b.labels and b.visible < EXCLUDE_BELOW_VISIBLE}
         summary.excluded += [(job.video_id, ts) for ts in sorted(excluded)]
-        num_actors += len(boxes)
         for b in boxes:
+            if not b.labels and b.visible < NON_ACTOR_MIN_VISIBLE:
+                continue
+            num_actors += bool(b.labels)
+            num_non_actors += not b.labels
             counts.update(b.labels)
-            x1, y1, x2, y2 = b.box_xyxy
-            for name in sorted(b.labels, key=CLASSES.index):
-                rows.append((job.video_id, f"{b.timestamp:04d}", f"{x1:.3f}", f"{y1:.3f}", f"{x2:.3f}", f"{y2:.3f}",
-                             CLASSES.index(name) + 1, b.person_id))
+            rows += _person_rows(job.video_id, b)
     with open(root / "annotations" / f"ava_{split}_v2.2.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
     with open(root / "frame_lists" / f"{split}.csv", "w") as f:
@@ -221,6 +240,17 @@ def _write_split(root: Path, split: str, done: list[tuple[_VideoJob, tuple[list[
     summary.keyframes[split], summary.rows[split], summary.actors[split] = num_keyframes, len(rows), num_actors
     summary.people[split] = sum(n for _, (_, n) in done) * len(keyframe_seconds(seconds))
     summary.class_counts[split] = dict(counts)
+    if summary.non_actors is not None:
+        summary.non_actors[split] = num_non_actors
+
+
+def _person_rows(video_id: str, b: KeyframeBox) -> list[tuple]:
+    """The CSV rows of one person: one per label in ``CLASSES`` order, or one with an empty action id."""
+    x1, y1, x2, y2 = b.box_xyxy
+    head = (video_id, f"{b.timestamp:04d}", f"{x1:.3f}", f"{y1:.3f}", f"{x2:.3f}", f"{y2:.3f}")
+    if not b.labels:  # a person with no action: AVA's readers (and PySlowFast's box files) leave the id empty
+        return [(*head, "", b.person_id)]
+    return [(*head, CLASSES.index(name) + 1, b.person_id) for name in sorted(b.labels, key=CLASSES.index)]
 
 
 def write_label_map(path: Path) -> None:
@@ -228,15 +258,24 @@ def write_label_map(path: Path) -> None:
     path.write_text("".join(f'item {{\n  name: "{name}"\n  id: {i}\n}}\n' for i, name in enumerate(CLASSES, 1)))
 
 
+def _non_actor_note(summary: SyntheticSummary) -> str:
+    """The README's words on non-actor rows: none when they were not written (the text of earlier versions)."""
+    if summary.non_actors is None:
+        return ""
+    return (" as actors\n(written with --non-actors: each visible one has a row with an empty action id at every"
+            " key frame)")
+
+
 def _readme(summary: SyntheticSummary, num_videos: int, num_val_videos: int, frames: bool) -> str:
     """The text of the dataset's README.txt: how to re-create it, the classes, the layout and the summary."""
     classes = "\n".join(f"  {i:2d} {name:13s} {CLASS_DESCRIPTIONS[name]}" for i, name in enumerate(CLASSES, 1))
     return f"""Synthetic AVA-format dataset written by bmvit (generator version {GENERATOR_VERSION}).
 Re-create it with: bmvit synth --out DIR --seed {summary.seed} --videos {num_videos} --val-videos {num_val_videos} \
---seconds {summary.seconds} --size {summary.size[0]}x{summary.size[1]}{' --frames' if frames else ''}
+--seconds {summary.seconds} --size {summary.size[0]}x{summary.size[1]}{' --frames' if frames else ''}\
+{' --non-actors' if summary.non_actors is not None else ''}
 
 Rendered stick figures on a panning textured background. Actors carry one or more labels per key
-frame; idle bystanders (and actors standing idle) carry none and are not in the CSVs. A figure's
+frame; idle bystanders (and actors standing idle) carry none and are not in the CSVs{_non_actor_note(summary)}. A figure's
 image depends only on its pose, not on where it is going: several classes cannot be told apart
 from one frame. A horizontal flip swaps move_left and move_right.
 
