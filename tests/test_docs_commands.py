@@ -265,7 +265,8 @@ def test_documented_command_parses(command: DocCommand, all_help):
         pytest.fail(f"{command}\n{err}")
     text = _checked_help(all_help, ("bmvit", *path))
     known = set(OPTION.findall(text))
-    flags = [t.split("=", 1)[0] for t in rest if t.startswith("-") and not re.fullmatch(r"-[\d.]+", t)]
+    # "-" alone is a value (standard input), as is a negative number
+    flags = [t.split("=", 1)[0] for t in rest if t.startswith("-") and t != "-" and not re.fullmatch(r"-[\d.]+", t)]
     unknown = [f for f in flags if f not in known]
     assert not unknown, f"{command}\n'bmvit {' '.join(path)}' has no option {unknown}; it has {sorted(known)}"
     overrides = [t for t in rest if OVERRIDE.match(t)]

@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tracking.add_argument("--timeline-min-length", type=float, default=1.0, metavar="SECONDS",
                           help="drop segments shorter than this (default 1.0 s)")
     tracking.add_argument("--no-timeline-png", action="store_true", help="do not draw <id>_timeline.png")
+    live = parser.add_argument_group("live sources: --source -, a camera (/dev/video0, 0) or an rtsp/rtmp/http(s)/udp "
+                                     "address (docs/tracking.md#live-sources)")
+    live.add_argument("--stream-json", action="store_true",
+                      help="print each key frame's detections as a JSON line on standard output as it is predicted")
+    live.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
+                      help="a live stream that sends nothing for this long counts as stopped (default 10 s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default 0 = torch's choice; 1 is often faster on a busy machine)")
 
@@ -109,8 +115,15 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from bmvit.inference.live import is_live_source
+
+    live = is_live_source(args.source)
+    if live and args.render:
+        return error("--render needs a video file; a live source is not rendered", 2)
+    if args.stream_json and not live:
+        return error("--stream-json is for live sources (--source -, a camera or a stream address)", 2)
     try:
-        videos = list_sources(Path(args.source))
+        videos = [] if live else list_sources(Path(args.source))
         model = load(weights, device=args.device)
         predictor = Predictor(model, device=args.device, threshold=args.threshold, max_detections=args.max_det or None,
                               batch_size=args.batch_size or None, nms_iou=args.nms_iou,
@@ -118,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
                               frames_fps=args.frames_fps, amp=args.amp, embeddings=tracker.appearance_weight > 0)
     except (FileNotFoundError, ValueError, TypeError, RuntimeError) as err:
         return error(str(err), 2)
+    if live:
+        return _predict_live(args, predictor, tracker, timeline, error)
     failed = []
     for video in videos:
         try:
@@ -134,6 +149,43 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         return error(f"{len(failed)} of {len(videos)} videos could not be predicted: "
                      + ", ".join(str(v) for v in failed), 1)
+    return 0
+
+
+def _predict_live(args: argparse.Namespace, predictor, tracker, timeline, error) -> int:
+    """A live source: files written as key frames arrive; Ctrl-C closes them (exit 130)."""
+    import sys
+
+    from bmvit.inference.live import LiveSource, LiveSourceError, write_live_predictions
+
+    source = LiveSource(args.source, read_timeout_s=args.read_timeout)
+    try:
+        outputs, summary = write_live_predictions(
+            predictor, source, args.out, fps=args.fps, tracker=tracker, timeline=timeline,
+            timeline_png=not args.no_timeline_png, max_rows_per_keyframe=args.max_rows or None,
+            stream_json=sys.stdout if args.stream_json else None)
+    except LiveSourceError as err:
+        return error(str(err), 1)
+    except KeyboardInterrupt:
+        print(f"bmvit predict: interrupted; the files under {args.out} are complete up to the last key frame",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
+        print(f"bmvit predict: standard output was closed; stopped, the files under {args.out} are complete",
+              file=sys.stderr)
+        return 1
+    where = f"{summary['keyframes']} key frame(s), up to {summary['stopped_at_s']:.2f} s"
+    if summary["keyframes"] == 0:
+        return error(f"{args.source}: no key frame could be predicted ({summary['stopped']}, "
+                     f"{summary['frames_read']} frame(s) read)", 1)
+    if summary["stopped"] != "end of stream":
+        print(f"bmvit predict: warning: {args.source}: {summary['stopped']}; {where} written", file=sys.stderr)
+    for label, path in vars(outputs).items():
+        if path is not None:
+            print(f"  {label:<16} {path}", file=sys.stderr if args.stream_json else sys.stdout)
     return 0
 
 

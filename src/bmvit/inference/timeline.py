@@ -167,6 +167,61 @@ def build_timeline(detections: Sequence[Detections], options: TimelineOptions | 
     return segments
 
 
+class LiveTimeline:
+    """``build_timeline`` for key frames that arrive one at a time, from a stream that may never end.
+
+    Each track's scores are kept only while the track can still grow: once it has gone unseen for more
+    than ``horizon`` key frames (the tracker's ``max_missed``: after that its id is never given again),
+    its segments are cut and returned, and its scores forgotten. Memory thus holds the live tracks'
+    histories, not the stream's. Over the same key frames the segments are ``build_timeline``'s.
+
+    Args:
+        options: thresholds, gap and minimum length.
+        keyframe_fps: key frames per second; key frame ``k`` is at ``k / keyframe_fps`` seconds.
+        horizon: key frames a track may go unseen and still be extended.
+    """
+
+    def __init__(self, options: TimelineOptions, keyframe_fps: float, horizon: int) -> None:
+        self.options, self.fps, self.horizon = options, float(keyframe_fps), int(horizon)
+        self._scores: dict[int, dict[int, np.ndarray]] = {}  # track id -> key frame number -> [C]
+        self._classes: tuple[list[int], list[str]] | None = None
+        self._last_key = -1
+
+    def update(self, det: Detections) -> list[ActionSegment]:
+        """Add one tracked key frame; returns the segments of the tracks that ended before it."""
+        if det.track_ids is None:
+            raise ValueError("LiveTimeline needs tracked detections (track_ids set)")
+        self._classes = (list(det.class_ids), list(det.class_names))
+        key = int(round(det.timestamp * self.fps))
+        self._last_key = key
+        scores = det.action_scores.detach().float().cpu().numpy()
+        for i, track_id in enumerate(det.track_ids.tolist()):
+            self._scores.setdefault(track_id, {})[key] = scores[i]
+        ended = [t for t, seen in self._scores.items() if key - max(seen) > self.horizon]
+        return self._cut(ended, None)
+
+    def finish(self, duration_s: float | None = None) -> list[ActionSegment]:
+        """The segments of every track still held (the stream ended), clipped to ``duration_s``."""
+        return self._cut(list(self._scores), duration_s)
+
+    def _cut(self, track_ids: list[int], duration_s: float | None) -> list[ActionSegment]:
+        segments = []
+        for track_id in sorted(track_ids):
+            seen = self._scores.pop(track_id)
+            first, last = min(seen), max(seen)
+            assert self._classes is not None
+            class_ids, class_names = self._classes
+            scores = np.full((last - first + 1, len(class_ids)), np.nan)
+            for key, row in seen.items():
+                scores[key - first] = row
+            times = np.arange(first, last + 1, dtype=np.float64) / self.fps
+            for c in range(len(class_ids)):
+                for start, end, mean, peak in segment_scores(times, scores[:, c], self.options, 1.0 / self.fps,
+                                                             duration_s):
+                    segments.append(ActionSegment(track_id, int(class_ids[c]), class_names[c], start, end, mean, peak))
+        return segments
+
+
 def _interval(detections: Sequence[Detections]) -> float:
     if len(detections) < 2:
         return 1.0
@@ -199,12 +254,16 @@ def write_timeline_csv(path: str | os.PathLike, video_id: str, segments: Sequenc
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(TIMELINE_COLUMNS)
-    for s in segments:
-        writer.writerow([video_id, s.track_id, s.action_id, s.action, f"{s.start_s:.3f}", f"{s.end_s:.3f}",
-                         f"{s.duration_s:.3f}", f"{s.mean_score:.4f}", f"{s.peak_score:.4f}"])
+    writer.writerows(timeline_row(video_id, s) for s in segments)
     path = Path(path)
     atomic_write_bytes(path, buffer.getvalue().encode())
     return path
+
+
+def timeline_row(video_id: str, s: ActionSegment) -> list[str]:
+    """One segment as a timeline-CSV row (``TIMELINE_COLUMNS``)."""
+    return [video_id, str(s.track_id), str(s.action_id), s.action, f"{s.start_s:.3f}", f"{s.end_s:.3f}",
+            f"{s.duration_s:.3f}", f"{s.mean_score:.4f}", f"{s.peak_score:.4f}"]
 
 
 def format_mmss(seconds: float, _position: object = None) -> str:
@@ -309,5 +368,5 @@ def _class_colours(names: Sequence[str]) -> dict[str, tuple]:
     return {name: cmap(i / n if n > 20 else i) for i, name in enumerate(names)}
 
 
-__all__ = ["ActionSegment", "TIMELINE_COLUMNS", "TimelineOptions", "build_timeline", "format_mmss",
-           "hysteresis_runs", "plot_timeline", "segment_scores", "write_timeline_csv"]
+__all__ = ["ActionSegment", "LiveTimeline", "TIMELINE_COLUMNS", "TimelineOptions", "build_timeline", "format_mmss",
+           "hysteresis_runs", "plot_timeline", "segment_scores", "timeline_row", "write_timeline_csv"]

@@ -247,18 +247,25 @@ def write_tracks_csv(path: str | os.PathLike, detections: Sequence[Detections],
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(tracks_columns(top_k))
     for det in detections:
-        if det.track_ids is None:
-            raise ValueError(f"write_tracks_csv: the key frame at {det.timestamp:.3f} s has no track ids")
-        tops = det.top_actions(top_k) if len(det) else []
-        for i, track_id in enumerate(det.track_ids.tolist()):
-            box = [f"{float(v):.4f}" for v in det.boxes_xyxy_norm[i]]
-            actions = [field for name, score in tops[i] for field in (name, f"{score:.4f}")]
-            actions += [""] * (2 * top_k - len(actions))  # fewer classes than top_k
-            writer.writerow([det.video_id, f"{det.timestamp:.3f}", det.frame_index, track_id, *box,
-                             f"{float(det.actor_scores[i]):.4f}", *actions])
+        writer.writerows(tracks_rows(det, top_k))
     path = Path(path)
     atomic_write_bytes(path, buffer.getvalue().encode())
     return path
+
+
+def tracks_rows(det: Detections, top_k: int = TRACKS_TOP_ACTIONS) -> list[list[str]]:
+    """The tracks-CSV rows of one tracked key frame (``tracks_columns(top_k)``; see ``write_tracks_csv``)."""
+    if det.track_ids is None:
+        raise ValueError(f"tracks_rows: the key frame at {det.timestamp:.3f} s has no track ids")
+    tops = det.top_actions(top_k) if len(det) else []
+    rows = []
+    for i, track_id in enumerate(det.track_ids.tolist()):
+        box = [f"{float(v):.4f}" for v in det.boxes_xyxy_norm[i]]
+        actions = [field for name, score in tops[i] for field in (name, f"{score:.4f}")]
+        actions += [""] * (2 * top_k - len(actions))  # fewer classes than top_k
+        rows.append([det.video_id, f"{det.timestamp:.3f}", str(det.frame_index), str(track_id), *box,
+                     f"{float(det.actor_scores[i]):.4f}", *actions])
+    return rows
 
 
 def _unit(x: Tensor) -> Tensor:
@@ -266,4 +273,4 @@ def _unit(x: Tensor) -> Tensor:
 
 
 __all__ = ["ActorTracker", "TRACKS_TOP_ACTIONS", "TrackerOptions", "association_cost", "track_detections",
-           "tracks_columns", "write_tracks_csv"]
+           "tracks_columns", "tracks_rows", "write_tracks_csv"]
