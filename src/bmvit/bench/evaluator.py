@@ -3,8 +3,8 @@ realistic shape.
 
 ``bench_evaluator`` writes a ground-truth CSV, a detection CSV and a 60-class label map (AVA v2.2's ids) to a
 folder (``write_benchmark_files``), then times reading + evaluation end to end. The official ActivityNet
-evaluator takes about 16 s on 100,000 detection rows over 5,000 key frames on our 2-core machines; the target
-is 20x faster (< 0.8 s).
+evaluator took 25.6 s as a whole process on these files on our 2-core machine (BENCHMARKS.md); the target is
+20x faster as a user runs it.
 """
 
 from __future__ import annotations

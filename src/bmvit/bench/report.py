@@ -53,7 +53,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
     if "evaluator" in results:
         r = results["evaluator"]
         rows.append(Row("evaluator", f"frame-mAP, {r['num_rows']} rows (read + evaluate)", r["total_median_s"], "s",
-                        note=f"fastest {r['total_s']:.2f} s; the official evaluator takes ~16 s here "
+                        note=f"fastest {r['total_s']:.2f} s; the official evaluator takes ~26 s here "
                              "(docs/design.md#evaluation)"))
     if "predict" in results:
         r = results["predict"]
