@@ -19,7 +19,7 @@ from collections import OrderedDict
 import numpy as np
 
 from bmvit.data.ava import read_annotations, read_label_map
-from bmvit.data.custom.records import AnnotationError, LabelledBox, TimedLabels
+from bmvit.data.custom.records import AnnotationError, TimedLabels, people_to_boxes
 
 
 def read_ava_labels(
@@ -39,9 +39,7 @@ def read_ava_labels(
     people: OrderedDict[tuple, dict] = OrderedDict()
     for file in files:
         _read_file(file, names, map_path, time_offset, out, people)
-    for (video, time_s, _), p in people.items():
-        out.boxes.append(LabelledBox(video=video, frame=None, time_s=time_s, box=p["box"], person=p["person"],
-                                     actions=tuple(sorted(p["actions"])), where=p["where"], normalised=True))
+    out.boxes = people_to_boxes(people, normalised=True)
     return out
 
 

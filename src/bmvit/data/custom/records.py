@@ -8,6 +8,7 @@ row or track.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -71,4 +72,12 @@ class TimedLabels:
     keyframe_where: dict[tuple[str, float], str] = field(default_factory=dict)
 
 
-__all__ = ["AnnotationError", "LabelledBox", "TimedLabels"]
+def people_to_boxes(people: Mapping[tuple, dict], normalised: bool) -> list[LabelledBox]:
+    """The ``LabelledBox`` of each person a timed reader gathered: ``people`` maps ``(video, time_s, key)`` to
+    ``{"box", "person", "actions" (a set), "where"}``, in the order the file first names them."""
+    return [LabelledBox(video=video, frame=None, time_s=time_s, box=p["box"], person=p["person"],
+                        actions=tuple(sorted(p["actions"])), where=p["where"], normalised=normalised)
+            for (video, time_s, _), p in people.items()]
+
+
+__all__ = ["AnnotationError", "LabelledBox", "TimedLabels", "people_to_boxes"]

@@ -23,7 +23,7 @@ import math
 import os
 from collections import OrderedDict
 
-from bmvit.data.custom.records import AnnotationError, LabelledBox, TimedLabels
+from bmvit.data.custom.records import AnnotationError, TimedLabels, people_to_boxes
 
 COLUMNS = ("video", "time_s", "x1", "y1", "x2", "y2", "action", "person_id")
 
@@ -35,9 +35,7 @@ def read_csv_labels(path: str | os.PathLike, *, normalised: bool = False) -> Tim
     people: OrderedDict[tuple, dict] = OrderedDict()
     for file in files:
         _read_file(file, normalised, out, people)
-    for (video, time_s, _), p in people.items():
-        out.boxes.append(LabelledBox(video=video, frame=None, time_s=time_s, box=p["box"], person=p["person"],
-                                     actions=tuple(sorted(p["actions"])), where=p["where"], normalised=normalised))
+    out.boxes = people_to_boxes(people, normalised=normalised)
     return out
 
 
