@@ -22,5 +22,7 @@ def test_demo_runs_end_to_end_and_reports_the_saved_models_map(tiny_dataset, tin
     assert summary["mAP"] == summary["history"][-1]["mAP"] and summary["model"]["keep"] == "last"
     for name in ("model.safetensors", "metrics.jsonl", "per_class_ap_val.png", "detections_val.csv"):
         assert (out / name).is_file(), name
-    assert len(list((out / "predict").glob("*_annotated.mp4"))) == 1
-    assert len(list((out / "predict").glob("*.csv"))) == 1
+    videos = [p.name[: -len("_annotated.mp4")] for p in (out / "predict").glob("*_annotated.mp4")]
+    assert len(videos) == 1
+    for suffix in (".csv", ".json", "_tracks.csv", "_timeline.csv", "_timeline.png"):  # detections, tracks, timeline
+        assert (out / "predict" / f"{videos[0]}{suffix}").is_file(), suffix

@@ -32,16 +32,13 @@ from bmvit.inference.timeline import LiveTimeline, TimelineOptions, build_timeli
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def video_file(tmp_path_factory) -> Path:
-    """6 s at 25 fps, 96x128 of noise over a moving bar, its index first (an MP4 FFmpeg reads from a pipe).
-    Noise makes the file large (about 1 MB), as a real stream's bytes are: half of it holds far more than
-    FFmpeg probes before the first frame."""
+def _noise_video(path: Path, container_format: str | None = None, options: dict | None = None) -> Path:
+    """6 s at 25 fps, 96x128 of noise over a moving bar. Noise makes the file large (about 1 MB), as a real
+    stream's bytes are: half of it holds far more than FFmpeg probes before the first frame."""
     import av
 
-    path = tmp_path_factory.mktemp("live") / "noise.mp4"
     rng = np.random.default_rng(0)
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+    with av.open(str(path), "w", format=container_format, options=options or {}) as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
         stream.options = {"preset": "ultrafast", "x264-params": "keyint=25:threads=1"}
@@ -53,6 +50,18 @@ def video_file(tmp_path_factory) -> Path:
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
+
+
+@pytest.fixture(scope="module")
+def stream_file(tmp_path_factory) -> Path:
+    """The same video as MPEG-TS, a container made for streams: cut anywhere, its reader waits for more."""
+    return _noise_video(tmp_path_factory.mktemp("live") / "noise.ts", "mpegts")
+
+
+@pytest.fixture(scope="module")
+def video_file(tmp_path_factory) -> Path:
+    """The noise video as an MP4 with its index first (an MP4 FFmpeg can read from a pipe)."""
+    return _noise_video(tmp_path_factory.mktemp("live") / "noise.mp4", options={"movflags": "faststart"})
 
 
 def test_live_source_names():
@@ -164,13 +173,13 @@ def test_a_stream_that_stops_short_says_where(video_file, model_file, tmp_path):
     assert proc.returncode in (0, 1), err.decode()  # 0 with key frames written, 1 when none could be
 
 
-def test_ctrl_c_closes_the_files_cleanly(video_file, model_file, tmp_path):
-    data = Path(video_file).read_bytes()
+def test_ctrl_c_closes_the_files_cleanly(stream_file, model_file, tmp_path):
+    data = Path(stream_file).read_bytes()
     proc = _cli(["--weights", str(model_file), "--source", "-", "--out", str(tmp_path), "--fps", "5",
                  "--stream-json", "--threshold", "0", "--threads", "1"], stdin=subprocess.PIPE)
     def feed() -> None:  # half the stream, and the pipe stays open: more would come
         try:
-            proc.stdin.write(data[: len(data) // 2])
+            proc.stdin.write(data[: len(data) // 2 // 188 * 188])  # whole transport-stream packets
             proc.stdin.flush()
         except BrokenPipeError:  # interrupted before it read all of it
             pass

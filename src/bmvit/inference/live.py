@@ -357,11 +357,11 @@ def write_live_predictions(predictor: Predictor, source: LiveSource, out_dir: st
                 segments += ended
                 for f in (ava, lines, tracks_file, timeline_file):
                     f.flush()
+                summary["keyframes"] += 1  # counted as soon as its lines are in the files
+                summary["last_keyframe_s"] = det.timestamp
                 if stream_json is not None:
                     stream_json.write(record + "\n")
                     stream_json.flush()
-                summary["keyframes"] += 1
-                summary["last_keyframe_s"] = det.timestamp
                 if on_keyframe is not None:
                     on_keyframe(det)
             stopped = source.stopped or "end of stream"
