@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,29 +175,43 @@ def test_a_stream_that_stops_short_says_where(video_file, model_file, tmp_path):
 
 
 def test_ctrl_c_closes_the_files_cleanly(stream_file, model_file, tmp_path):
+    """Ctrl-C while the predictor waits for bytes that do not come (a live stream between frames): the
+    read runs inside FFmpeg, which must not turn the interrupt into an end of stream."""
     data = Path(stream_file).read_bytes()
     proc = _cli(["--weights", str(model_file), "--source", "-", "--out", str(tmp_path), "--fps", "5",
                  "--stream-json", "--threshold", "0", "--threads", "1"], stdin=subprocess.PIPE)
-    def feed() -> None:  # half the stream, and the pipe stays open: more would come
+    printed: list[bytes] = []
+
+    def feed() -> None:  # half the stream, in whole transport-stream packets; the pipe stays open
         try:
-            proc.stdin.write(data[: len(data) // 2 // 188 * 188])  # whole transport-stream packets
+            proc.stdin.write(data[: len(data) // 2 // 188 * 188])
             proc.stdin.flush()
-        except BrokenPipeError:  # interrupted before it read all of it
+        except BrokenPipeError:
             pass
 
-    # From a thread: the child writes JSON lines while it reads, and a full stdout pipe would stall it.
-    threading.Thread(target=feed, daemon=True).start()
-    first = proc.stdout.readline()  # a key frame is emitted before the stream ends (a hang here: it is not)
-    assert json.loads(first)["timestamp"] == 0.0
+    feeder = threading.Thread(target=feed, daemon=True)
+    reader = threading.Thread(target=lambda: printed.extend(proc.stdout), daemon=True)  # keep stdout drained
+    feeder.start()
+    reader.start()
+    feeder.join(timeout=120)
+    settled, count = time.monotonic(), -1
+    while time.monotonic() - settled < 2.0:  # no new line for 2 s: everything fed is predicted, the read waits
+        if len(printed) != count:
+            settled, count = time.monotonic(), len(printed)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.1)
+    assert printed and json.loads(printed[0])["timestamp"] == 0.0  # key frames came before the stream ended
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err.decode()
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 130, err
     summary = json.loads((tmp_path / "stdin.json").read_text())
-    assert summary["stopped"] == "interrupted (Ctrl-C)" and summary["keyframes"] >= 1
+    assert summary["stopped"] == "interrupted (Ctrl-C)" and summary["keyframes"] == len(printed)
     lines = (tmp_path / "stdin.jsonl").read_text().splitlines()
-    assert len(lines) == summary["keyframes"] and all(json.loads(line) for line in lines)
+    assert [json.loads(line) for line in lines] == [json.loads(line) for line in printed]
     rows = (tmp_path / "stdin.csv").read_text().splitlines()
-    assert all(len(row.split(",")) == 8 for row in rows)
+    assert rows and all(len(row.split(",")) == 8 for row in rows)
 
 
 def test_a_camera_that_cannot_be_opened(model_file, tmp_path, capsys):

@@ -106,6 +106,7 @@ class LiveSource:
     stopped: str | None = None
     _container: Any = None
     _stream: Any = None
+    _pipe: _InterruptiblePipe | None = None
 
     def __post_init__(self) -> None:
         self.video_id = live_source_name(self.source)
@@ -140,8 +141,8 @@ class LiveSource:
         if self.source == "-":
             # A pipe is probed from its first bytes: FFmpeg's default (5 MB) would hold the first frames
             # back until that much has arrived.
-            pipe = self.stdin if self.stdin is not None else sys.stdin.buffer
-            return pipe, {"options": {"probesize": "65536", "analyzeduration": "1000000"}}
+            self._pipe = _InterruptiblePipe(self.stdin if self.stdin is not None else sys.stdin.buffer)
+            return self._pipe, {"options": {"probesize": "65536", "analyzeduration": "1000000"}}
         if _CAMERA_DEVICE.match(self.source):
             return self.source, {"format": "v4l2"}
         if self.source.isdigit():
@@ -189,11 +190,33 @@ class LiveSource:
             self.stopped = "end of stream"
         except av.FFmpegError as err:
             self.stopped = f"reading stopped: {_first_line(err)}"
+        if self._pipe is not None and self._pipe.interrupted:
+            self.stopped = "interrupted (Ctrl-C)"
+            raise KeyboardInterrupt
 
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+class _InterruptiblePipe:
+    """Standard input as PyAV reads it. The read runs inside FFmpeg's callback, which would take a Ctrl-C
+    that arrives while it waits for bytes for a read error, so the stream would seem to end by itself;
+    here the interrupt is remembered, the stream ends (an empty read), and ``LiveSource.frames`` raises it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.interrupted = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.interrupted:
+            return b""
+        try:
+            return self.raw.read(size)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            return b""
 
 
 def _frame_time(frame) -> float | None:
