@@ -201,19 +201,57 @@ class LiveSource:
 
 
 class _InterruptiblePipe:
-    """Standard input as PyAV reads it. The read runs inside FFmpeg's callback, which would take a Ctrl-C
-    that arrives while it waits for bytes for a read error, so the stream would seem to end by itself;
-    here the interrupt is remembered, the stream ends (an empty read), and ``LiveSource.frames`` raises it."""
+    """Standard input as PyAV reads it, with Ctrl-C kept.
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
+    PyAV calls ``read`` from inside FFmpeg, which would take an interrupt raised there for a read error and
+    end the stream as if by itself. Worse, the signal may be delivered to one of the decoder's threads, and
+    a ``read`` blocked in the main thread would then wait for bytes forever. So a thread of its own does
+    the blocking reads, and ``read`` waits on it in short steps, letting the main thread see the signal;
+    the interrupt is remembered, the stream ends (an empty read) and ``LiveSource.frames`` raises it.
+    At most ``max_chunks`` chunks of 64 KiB are held.
+    """
+
+    def __init__(self, raw: BinaryIO, max_chunks: int = 64) -> None:
+        import queue
+        import threading
+
         self.interrupted = False
+        self._chunks: queue.Queue[bytes] = queue.Queue(maxsize=max_chunks)
+        self._buffer = b""
+        self._ended = False
+        threading.Thread(target=self._pump, args=(raw,), daemon=True, name="bmvit-stdin").start()
+
+    def _pump(self, raw: BinaryIO) -> None:
+        # The file descriptor itself: what has arrived, without waiting for a whole chunk, and without the
+        # buffered reader's lock, which a thread still waiting at exit would hold as the interpreter ends.
+        try:
+            fd = raw.fileno()
+            read = lambda size: os.read(fd, size)  # noqa: E731
+        except (AttributeError, OSError, ValueError):  # an in-memory file: no descriptor
+            read = getattr(raw, "read1", raw.read)
+        try:
+            while chunk := read(1 << 16):
+                self._chunks.put(chunk)
+        except (OSError, ValueError):
+            pass
+        self._chunks.put(b"")
 
     def read(self, size: int = -1) -> bytes:
-        if self.interrupted:
-            return b""
+        import queue
+
         try:
-            return self.raw.read(size)
+            while not self._buffer and not self._ended and not self.interrupted:
+                try:
+                    chunk = self._chunks.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                self._ended = not chunk
+                self._buffer += chunk
+            if self.interrupted:
+                return b""
+            n = len(self._buffer) if size < 0 else size
+            out, self._buffer = self._buffer[:n], self._buffer[n:]
+            return out
         except KeyboardInterrupt:
             self.interrupted = True
             return b""
