@@ -178,8 +178,11 @@ def test_ctrl_c_closes_the_files_cleanly(stream_file, model_file, tmp_path):
     """Ctrl-C while the predictor waits for bytes that do not come (a live stream between frames): the
     read runs inside FFmpeg, which must not turn the interrupt into an end of stream."""
     data = Path(stream_file).read_bytes()
+    # Ctrl-C as a terminal's foreground process gets it: a background job (`make test &`) starts with SIGINT
+    # ignored, and a child inherits that, so the test restores the default in the child.
     proc = _cli(["--weights", str(model_file), "--source", "-", "--out", str(tmp_path), "--fps", "5",
-                 "--stream-json", "--threshold", "0", "--threads", "1"], stdin=subprocess.PIPE)
+                 "--stream-json", "--threshold", "0", "--threads", "1"], stdin=subprocess.PIPE,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     printed: list[bytes] = []
 
     def feed() -> None:  # half the stream, in whole transport-stream packets; the pipe stays open
