@@ -171,3 +171,14 @@ def serve() -> Iterator[Callable[..., Server]]:
     for httpd in running:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def weights_home(tmp_path: Path, monkeypatch) -> Path:
+    """An empty weights cache (``BMVIT_HOME``), online, no mirror: the folder ``BMVIT_HOME`` points to."""
+    from bmvit import hub
+
+    monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "home"))
+    monkeypatch.delenv(hub.OFFLINE_ENV, raising=False)
+    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
+    return tmp_path / "home"

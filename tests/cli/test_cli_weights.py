@@ -18,11 +18,9 @@ DATA = bytes(range(256)) * 400
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.delenv(hub.OFFLINE_ENV, raising=False)
-    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
-    return tmp_path / "home"
+def home(weights_home: Path) -> Path:
+    """An empty cache, online, no mirror (tests/conftest.py)."""
+    return weights_home
 
 
 def record(monkeypatch, name: str, file_name: str, url: str, **fields) -> None:

@@ -22,12 +22,9 @@ DEMO = hub.ASSETS_DIR / "bmvit_mvit_tiny_synthetic.safetensors"  # the shipped d
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch) -> Path:
-    """An empty cache, online, no mirror."""
-    monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "home"))
-    monkeypatch.delenv(hub.OFFLINE_ENV, raising=False)
-    monkeypatch.delenv(hub.MIRROR_ENV, raising=False)
-    return tmp_path / "home"
+def home(weights_home: Path) -> Path:
+    """An empty cache, online, no mirror (tests/conftest.py)."""
+    return weights_home
 
 
 def payload(n: int, seed: int = 0) -> bytes:
