@@ -30,6 +30,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,8 +49,9 @@ from bmvit.data.ava import (
     read_frame_lists,
     read_label_map,
 )
+from bmvit.data.encoded import EncodedBatch, EncodedClip
 from bmvit.data.transforms import create_transforms, min_decode_size
-from bmvit.data.video import FrameFolderSource, VideoFileSource, clip_indices_around_frame
+from bmvit.data.video import FrameFolderSource, VideoFileSource, clip_indices, clip_indices_around_frame
 
 logger = logging.getLogger("bmvit.data")
 
@@ -101,6 +103,9 @@ class KeyFrameDataset(Dataset):
         class_names: optional names of ``class_ids`` (metadata for checkpoints and reports).
         keep_non_actors: keep the people who are not actors in the targets (all-zero ``labels`` row)
             and add ``is_actor`` ``[P]`` bool; off (default): only actors are targets.
+        encoded_frames: items are ``(EncodedClip, raw target)``: the clip's JPEG files read but not
+            decoded, for decoding on the training device (``data.decode=device``, frame folders only);
+            ``apply_transform`` then finishes each item there.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class KeyFrameDataset(Dataset):
         class_names: Sequence[str] | None = None,
         decode_size: tuple[int, int] | None = None,
         keep_non_actors: bool = False,
+        encoded_frames: bool = False,
     ) -> None:
         if num_frames < 1 or stride < 1:
             raise ValueError(f"num_frames and stride must be >= 1, got {num_frames} and {stride}")
@@ -132,6 +138,7 @@ class KeyFrameDataset(Dataset):
         self.cache_videos, self.max_open_videos = cache_videos, max_open_videos
         self.decode_size = tuple(decode_size) if decode_size is not None else None
         self.keep_non_actors = bool(keep_non_actors)
+        self.encoded_frames = bool(encoded_frames)
         self._sources: OrderedDict[str, FrameFolderSource | VideoFileSource] = OrderedDict()
         missing = sorted({k.video_id for k in self.keyframes} - self.videos.keys())
         if missing:
@@ -185,20 +192,41 @@ class KeyFrameDataset(Dataset):
             self._sources.pop(vid).close()
         return src
 
-    def read_clip(self, index: int) -> np.ndarray:
-        """The raw clip of key frame ``index``: ``uint8 [T, H, W, 3]``."""
+    def frame_indices(self, index: int) -> np.ndarray:
+        """The frames of key frame ``index``'s clip, as indices of its video: ``int64 [T]``."""
         k = self.keyframes[index]
         src = self.source(k.video_id)
+        if k.frame_index is not None and (self.fps is None or self.fps == src.fps):
+            return clip_indices(k.frame_index, self.num_frames, self.stride, src.num_frames)
+        if k.frame_index is not None:  # the stride counts frames of the fps timeline, not the video's
+            return clip_indices_around_frame(k.frame_index, self.num_frames, self.stride, self.fps, src.fps,
+                                             src.num_frames)
+        return src.clip_indices_at_time(k.timestamp - self.time_offset, self.num_frames, self.stride, self.fps)
+
+    def read_clip(self, index: int) -> np.ndarray:
+        """The raw clip of key frame ``index``: ``uint8 [T, H, W, 3]``."""
+        with self._naming_keyframe(index):
+            return self.source(self.keyframes[index].video_id).read_frames(self.frame_indices(index),
+                                                                           min_size=self.decode_size)
+
+    def read_encoded(self, index: int) -> EncodedClip:
+        """The clip of key frame ``index`` as its JPEG files, undecoded (``encoded_frames``; frame folders only)."""
+        k = self.keyframes[index]
+        with self._naming_keyframe(index):
+            src = self.source(k.video_id)
+            if not isinstance(src, FrameFolderSource):
+                raise ValueError(f"video {k.video_id}: decoding on the device reads JPEG frame folders "
+                                 f"(data.source=frames), not video files")
+            files, stored = src.read_encoded(self.frame_indices(index))
+        return EncodedClip.from_files(files, stored)
+
+    @contextmanager
+    def _naming_keyframe(self, index: int):
+        """Re-raise a read error with the key frame in front of its message."""
         try:
-            if k.frame_index is not None and (self.fps is None or self.fps == src.fps):
-                return src.read_clip(k.frame_index, self.num_frames, self.stride, min_size=self.decode_size)
-            if k.frame_index is not None:  # the stride counts frames of the fps timeline, not the video's
-                indices = clip_indices_around_frame(k.frame_index, self.num_frames, self.stride, self.fps, src.fps,
-                                                    src.num_frames)
-                return src.read_frames(indices, min_size=self.decode_size)
-            return src.read_clip_at_time(k.timestamp - self.time_offset, self.num_frames, self.stride, self.fps,
-                                         min_size=self.decode_size)
+            yield
         except (ValueError, IndexError, FileNotFoundError) as e:
+            k = self.keyframes[index]
             message = f"key frame {k.video_id},{k.timestamp}: {e}"
             try:
                 wrapped = type(e)(message)
@@ -206,20 +234,34 @@ class KeyFrameDataset(Dataset):
                 wrapped = ValueError(message)
             raise wrapped from e
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict]:
+    def __getitem__(self, index: int) -> tuple[Tensor | EncodedClip, dict]:
+        """``(clip, target)`` after the transform; with ``encoded_frames``, ``(EncodedClip, target)`` before it
+        (``apply_transform`` finishes it where the frames are decoded)."""
         k = self.keyframes[index]
+        if self.encoded_frames:
+            encoded = self.read_encoded(index)
+            return encoded, self._target(k, encoded.stored_size)
         clip = self.read_clip(index)
+        # The stored frame's size: the clip may have been decoded smaller (``decode_size``).
+        stored = tuple(int(v) for v in self.source(k.video_id).size) if self.decode_size else \
+            (int(clip.shape[1]), int(clip.shape[2]))
+        return self.apply_transform(clip, self._target(k, stored))
+
+    def _target(self, k: KeyFrame, stored_size: tuple[int, int]) -> dict:
+        """The target of key frame ``k`` before the transform (numpy arrays, boxes ``boxes_xyxy``)."""
         people = self._target_people(k)
-        target = {
+        return {
             "boxes_xyxy": np.asarray(k.boxes_xyxy, dtype=np.float32)[people].reshape(-1, 4),
             "labels": np.asarray(k.labels, dtype=np.float32)[people].reshape(-1, len(self.class_ids)),
             "person_ids": np.asarray(k.person_ids, dtype=np.int64)[people],
             "video_id": k.video_id,
             "timestamp": int(k.timestamp),
-            # The stored frame's size: the clip may have been decoded smaller (``decode_size``).
-            "orig_size": tuple(int(v) for v in self.source(k.video_id).size) if self.decode_size else
-            (int(clip.shape[1]), int(clip.shape[2])),
+            "orig_size": (int(stored_size[0]), int(stored_size[1])),
         }
+
+    def apply_transform(self, clip, target: dict) -> tuple[Tensor, dict]:
+        """The dataset's transform of a raw ``uint8 [T, H, W, 3]`` clip (numpy, or a tensor on any device)
+        and its raw target, and what is derived after it."""
         clip, target = self.transform(clip, target)
         if self.keep_non_actors:
             # Derived after the transform, which may drop people (crops) and knows only its own
@@ -234,9 +276,15 @@ class KeyFrameDataset(Dataset):
         return k.labels.sum(axis=1) > 0
 
 
-def collate_fn(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, list[dict]]:
-    """Stack clips to ``[B, 3, T, H, W]``; keep targets as a list (people per clip vary)."""
+def collate_fn(batch: Sequence[tuple[Tensor | EncodedClip, dict]]) -> tuple[Tensor | EncodedBatch, list[dict]]:
+    """Stack clips to ``[B, 3, T, H, W]``; keep targets as a list (people per clip vary).
+
+    Items of a dataset with ``encoded_frames`` stay undecoded: an ``EncodedBatch`` of them (and of any
+    finished clip among them, e.g. ``EvalItems``' stand-in for an unreadable one) with their targets.
+    """
     clips, targets = zip(*batch)
+    if any(isinstance(c, EncodedClip) for c in clips):
+        return EncodedBatch(list(clips)), list(targets)
     return torch.stack(clips), list(targets)
 
 

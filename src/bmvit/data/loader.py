@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from contextlib import contextmanager
 
 import av
 import numpy as np
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bmvit import distributed as dist_utils
 from bmvit.data.dataset import collate_fn
+from bmvit.data.encoded import EncodedClip
 
 CLIP_READ_ERRORS = (OSError, ValueError, IndexError, av.FFmpegError)
 """What reading one clip may raise for a missing, truncated or corrupt frame or video."""
@@ -61,16 +63,27 @@ class SeededItems(Dataset):
 
     def _load(self, epoch: int, index: int):
         item_seed = hash((self.seed, epoch, index)) % (2**31)
-        np_state, py_state = np.random.get_state(), random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed)
-            np.random.seed(item_seed)
-            random.seed(item_seed)
-            try:
-                return self.dataset[index]
-            finally:
-                np.random.set_state(np_state)
-                random.setstate(py_state)
+        with seeded_rngs(item_seed):
+            clip, target = self.dataset[index]
+        if isinstance(clip, EncodedClip):  # its transform runs where it is decoded, under the same seed
+            clip.seed = item_seed
+        return clip, target
+
+
+@contextmanager
+def seeded_rngs(seed: int):
+    """Python's, NumPy's and torch's (CPU) global random streams seeded with ``seed`` inside, and as they
+    were again after: one item's augmentation draws, the same wherever and whenever it is drawn."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
 class EvalItems(Dataset):
@@ -198,4 +211,5 @@ __all__ = [
     "check_shared_memory",
     "create_loader",
     "default_num_workers",
+    "seeded_rngs",
 ]

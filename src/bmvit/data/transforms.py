@@ -349,8 +349,20 @@ def resize_frames(clip: Tensor, size: tuple[int, int], dtype: str = "float") -> 
     if _size(clip) == tuple(size):
         return clip
     shrink = size[0] < clip.shape[-2] or size[1] < clip.shape[-1]
+    if clip.dtype == torch.uint8 and clip.device.type != "cpu":
+        return resize_uint8_in_float(clip, size, shrink)
     out = F.interpolate(clip, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink)
     return out if out.dtype == torch.uint8 else out.clamp_(0, 1)
+
+
+def resize_uint8_in_float(clip: Tensor, size: tuple[int, int], antialias: bool) -> Tensor:
+    """A uint8 ``[..., H, W]`` clip resized bilinearly in float32 and rounded back to uint8.
+
+    What ``resize_frames`` does with uint8 frames off the CPU (frames decoded on the GPU): torch's uint8
+    resize kernel exists for CPUs only. Within one grey level of that kernel's result.
+    """
+    out = F.interpolate(clip.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=antialias)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 class Resize:
@@ -681,6 +693,7 @@ __all__ = [
     "min_decode_size",
     "normalize_clips",
     "resize_frames",
+    "resize_uint8_in_float",
     "short_side_geometry",
     "window_boxes",
     "zoom",

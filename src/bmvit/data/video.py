@@ -345,20 +345,66 @@ class FrameFolderSource(_ClipReading):
                 return frame
             if full_size:  # this folder's frames are too small to decode smaller: skip the header from now on
                 self._full_size_for[min_size] = True
-        # A fresh decoder per image: a reused PNG decoder carries state from the previous image over
-        # (wrong pixels), and creating one costs little next to decoding.
-        decoder = av.CodecContext.create(codec, "r")
-        try:
-            frames = decoder.decode(av.Packet(data)) if data else []
-        except av.FFmpegError as e:
-            raise ValueError(f"{where}: cannot decode {path} ({e}); corrupt or truncated image?") from None
-        if len(frames) != 1:
-            raise ValueError(f"{where}: cannot decode {path} (empty, corrupt or truncated image?)")
-        rgb = _rgb24(frames[0])
+        rgb = decode_image(data, codec, where, path)
         return rgb, rgb.shape[:2]
+
+    def read_encoded(self, indices: Sequence[int]) -> tuple[list[bytes], tuple[int, int]]:
+        """The JPEG files of frames ``indices``, read but not decoded, and their stored (H, W).
+
+        For decoding elsewhere (``data.decode=device``: nvJPEG on the training GPU). What can be known
+        without decoding is checked here, in the loader worker, so that a bad frame is skipped as in
+        ``read_frames``: a missing file raises FileNotFoundError; a file that is not JPEG, whose header
+        does not read, that lacks JPEG's end-of-image marker (truncated), or whose size differs from the
+        clip's other frames raises ValueError, each naming the video, the frame index, its time and the
+        file. Damage inside the compressed data shows only when it is decoded.
+        """
+        from PIL import Image
+
+        files: dict[int, bytes] = {}
+        sizes: dict[int, tuple[int, int]] = {}
+        for index in dict.fromkeys(int(i) for i in indices):
+            path = self.frame_path(index)
+            where = f"video {self.video_id}: frame {index} (t={index / self._fps:.3f} s)"
+            if not 0 <= index < self.num_frames:
+                raise IndexError(f"{where} is outside the video's {self.num_frames} frames")
+            if _image_codec(path) != "mjpeg":
+                raise ValueError(f"{where}: {path} is not a JPEG file; decoding on the device reads JPEG frames only")
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{where} is missing: {path}") from None
+            try:
+                width, height = Image.open(io.BytesIO(data), formats=("JPEG",)).size
+            except (*_PIL_ERRORS, Image.DecompressionBombError) as e:
+                raise ValueError(f"{where}: cannot read the JPEG header of {path} ({e}); corrupt file?") from None
+            # JPEG ends with the EOI marker (FF D9); encoders may pad after it, so look near the end.
+            if b"\xff\xd9" not in data[-64:]:
+                raise ValueError(f"{where}: {path} has no JPEG end marker; truncated file?")
+            files[index], sizes[index] = data, (height, width)
+        if len(set(sizes.values())) > 1:
+            found = sorted({(*s, 3) for s in sizes.values()})
+            raise ValueError(f"video {self.video_id}: frames of different sizes {found} in {self.folder}")
+        return [files[int(i)] for i in indices], next(iter(sizes.values()))
 
     def close(self) -> None:
         """Nothing stays open between reads."""
+
+
+def decode_image(data: bytes, codec: str = "mjpeg", where: str = "image", path: str = "") -> np.ndarray:
+    """One image file's bytes (``codec``: FFmpeg's decoder name, e.g. ``mjpeg``, ``png``) decoded with PyAV at
+    its stored size: ``uint8 [H, W, 3]`` RGB. An empty, corrupt or truncated file raises ValueError naming
+    ``where`` and ``path``."""
+    # A fresh decoder per image: a reused PNG decoder carries state from the previous image over
+    # (wrong pixels), and creating one costs little next to decoding.
+    decoder = av.CodecContext.create(codec, "r")
+    try:
+        frames = decoder.decode(av.Packet(data)) if data else []
+    except av.FFmpegError as e:
+        raise ValueError(f"{where}: cannot decode {path} ({e}); corrupt or truncated image?") from None
+    if len(frames) != 1:
+        raise ValueError(f"{where}: cannot decode {path} (empty, corrupt or truncated image?)")
+    return _rgb24(frames[0])
 
 
 _IMAGE_CODECS = {".jpg": "mjpeg", ".jpeg": "mjpeg", ".png": "png", ".bmp": "bmp", ".webp": "webp"}
@@ -976,6 +1022,7 @@ __all__ = [
     "VideoFileSource",
     "check_min_size",
     "clip_indices",
+    "decode_image",
     "get_sequence",
     "jpeg_draft_scale",
     "jpeg_draft_size",
