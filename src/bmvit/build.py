@@ -14,10 +14,11 @@ and trainer reach every family through ``family_of(model)`` only.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -449,17 +450,98 @@ def _custom_dataset(
 
 
 def create_eval_loader(config: Config, model: nn.Module, classes: ClassInfo,
-                       device: torch.device | None = None) -> DataLoader:
+                       device: torch.device | None = None, decode: str | None = None) -> Iterable:
     """The val split's loader for ``model``, built once per run: this rank's share of the key frames,
-    in order; a clip that cannot be read becomes an empty one (``EvalItems``)."""
+    in order; a clip that cannot be read becomes an empty one (``EvalItems``). ``decode`` overrides
+    ``data.decode`` (training passes the choice it made for its own loader); see ``decoding_loader``."""
     from bmvit import distributed as dist_utils
     from bmvit.data.loader import EvalItems, ShardSampler, create_loader, default_num_workers
 
     dataset = EvalItems(create_split_dataset(config, model, "val", classes.class_ids, train=False),
                         (3, *model.input_size))
     sampler = ShardSampler(len(dataset), dist_utils.get_rank(), dist_utils.get_world_size(), shuffle=False)
-    return create_loader(dataset, sampler, config.eval.batch_size, default_num_workers(config.data.num_workers),
-                         0, device)
+    num_workers = default_num_workers(config.data.num_workers)
+
+    def make(items: Dataset) -> DataLoader:
+        return create_loader(items, sampler, config.eval.batch_size, num_workers, 0, device)
+
+    loader, _ = decoding_loader(config.data, device or torch.device("cpu"), dataset, make, on_bad="zero",
+                                setting=decode, probe_batches=max(8, 3 * num_workers))
+    return loader
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Where a loader's JPEG frames are decoded: ``where`` is ``"workers"`` or ``"device"``; ``message`` says
+    why, with the measured clips/s when ``data.decode=auto`` compared the two."""
+
+    where: str
+    message: str
+
+
+def decoding_loader(
+    cfg: DataConfig,
+    device: torch.device,
+    items: Dataset,
+    make: Callable[[Dataset], DataLoader],
+    *,
+    on_bad: str,
+    setting: str | None = None,
+    probe_batches: int = 8,
+) -> tuple[Iterable, Decoding]:
+    """The loader of ``items`` (``SeededItems`` or ``EvalItems`` over a ``KeyFrameDataset``), decoding JPEG
+    frames where ``data.decode`` (or ``setting``) says, and where that is.
+
+    ``cpu``: in the loader workers (``make(items)``). ``device``: on ``device`` with nvJPEG
+    (``data.device_decode``); an error naming the reason when that cannot be done. ``auto``: on the device
+    only where that can be done and ``compare_loaders`` measures it faster over ``probe_batches`` batches
+    (the clips/s summed over processes, so every process chooses alike); elsewhere in the workers.
+    ``on_bad``: what the device path does with a clip that does not decode (``DeviceDecodedBatches``).
+    """
+    from bmvit import distributed as dist_utils
+    from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, nvjpeg_decoder
+
+    setting = setting or cfg.decode
+    if setting == "cpu":
+        return make(items), Decoding("workers", "JPEG frames decoded in the loader workers (data.decode=cpu)")
+    base = items.dataset
+    problem = _device_decode_problem(cfg, base)
+    decoder, why = (None, problem) if problem else nvjpeg_decoder(device)
+    if decoder is None:
+        if setting == "device":
+            raise ConfigError(f"data.decode=device cannot be used: {why}")
+        return make(items), Decoding("workers", f"frames decoded in the loader workers (data.decode=auto: {why})")
+
+    def on_device() -> DeviceDecodedBatches:
+        encoded = copy.copy(items)
+        encoded.dataset = copy.copy(base)
+        encoded.dataset.encoded_frames = True
+        return DeviceDecodedBatches(make(encoded), base.apply_transform, decoder, device, on_bad=on_bad)
+
+    if setting == "device":
+        return on_device(), Decoding("device", f"JPEG frames decoded on the device by {why} (data.decode=device)")
+    combine = dist_utils.all_reduce_sum if dist_utils.is_dist() else None
+    chosen, rates = compare_loaders({"workers": lambda: make(items), "device": on_device}, probe_batches, device,
+                                    combine)
+    message = (f"data.decode=auto: {rates['device']:.1f} clips/s decoding on the device ({why}), "
+               f"{rates['workers']:.1f} in the loader workers, over {probe_batches} batches: decoding "
+               f"{'on the device' if chosen == 'device' else 'in the workers'}")
+    return (on_device() if chosen == "device" else make(items)), Decoding(chosen, message)
+
+
+def _device_decode_problem(cfg: DataConfig, dataset: Dataset) -> str | None:
+    """Why this dataset's frames cannot be decoded on the device, or None when they can."""
+    from bmvit.data.dataset import KeyFrameDataset
+
+    if cfg.source != "frames":
+        return "the frames come from video files (data.source=video); the device decodes JPEG frame folders"
+    if not isinstance(dataset, KeyFrameDataset):
+        return f"the model's dataset ({type(dataset).__name__}) is not a key-frame dataset of frame folders"
+    for ref in dataset.videos.values():
+        names = ref.frame_paths[:1] if ref.frame_paths else [ref.pattern]
+        if ref.kind != "frames" or not all(n.lower().endswith((".jpg", ".jpeg")) for n in names):
+            return f"the frames of video {ref.path} are not JPEG files"
+    return None
 
 
 def _layer_id(name: str, num_layers: int) -> int:

@@ -114,6 +114,9 @@ class DataConfig:
     flip_swap_pairs: list = _f([], "action-id pairs a horizontal flip exchanges, e.g. [[3, 4]] for move_left/right")
     scale_jitter: list = _f([1.0, 1.0], "random zoom range in training (1.0 = none)")
     color_jitter: float = _f(0.0, "strength of brightness/contrast/saturation jitter in training")
+    decode: str = _f("auto", "where JPEG frames (data.source=frames) are decoded: cpu (the loader workers) | device "
+                             "(the training GPU, nvJPEG through torchvision) | auto (the GPU only where it can be "
+                             "used and is measured faster at start-up, else the workers)")
     cache_videos: bool = _f(False, "decode each video once per worker and keep it in memory (small datasets)")
     num_workers: int = _f(-1, "data-loader worker processes per rank; -1 = the CPU cores per process on this node")
     max_bad_clips: float = _f(0.001, "fraction of training clips that may be unreadable (skipped, logged and counted) "
@@ -132,6 +135,8 @@ class DataConfig:
             raise ConfigError(f"data.format must be one of {' | '.join(self.FORMATS)}, got {self.format!r}")
         if self.source not in ("video", "frames"):
             raise ConfigError(f"data.source must be video or frames, got {self.source!r}")
+        if self.decode not in ("auto", "cpu", "device"):
+            raise ConfigError(f"data.decode must be auto, cpu or device, got {self.decode!r}")
         if self.resize not in ("square", "letterbox", "short_side"):
             raise ConfigError(f"data.resize must be square, letterbox or short_side, got {self.resize!r}")
         if self.sampling_stride < 1:
@@ -146,6 +151,9 @@ class DataConfig:
             raise ConfigError(f"data.num_workers must be >= 0, or -1 for one per CPU core of this rank; got {self.num_workers}")
         if not 0.0 <= self.max_bad_clips < 1.0:
             raise ConfigError(f"data.max_bad_clips must be a fraction in [0, 1), got {self.max_bad_clips}")
+        if self.decode == "device" and self.source != "frames":
+            raise ConfigError("data.decode=device decodes JPEG frame folders: set data.source=frames, or data.decode "
+                              "to auto or cpu")
         if self.format == "custom" and self.source != "video":
             raise ConfigError("data.source must be video for data.format=custom (an imported root holds videos)")
         splits = self.NUM_SPLITS[self.format]

@@ -11,13 +11,13 @@ import logging
 import resource
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from bmvit import __version__
 from bmvit import distributed as dist_utils
@@ -29,6 +29,7 @@ from bmvit.build import (
     create_optimizer,
     create_scheduler,
     create_split_dataset,
+    decoding_loader,
     family_of,
     freeze_backbone,
     read_class_info,
@@ -166,8 +167,8 @@ class _Run:
     criterion: nn.Module
     classes: ClassInfo
     sampler: ShardSampler
-    loader: DataLoader
-    val_loader: DataLoader
+    loader: Iterable  # a DataLoader, or one wrapped by DeviceDecodedBatches (data.decode)
+    val_loader: Iterable
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     metadata: dict[str, Any]
@@ -263,14 +264,21 @@ def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | No
         print(f"optim.frozen_blocks={config.optim.frozen_blocks}: {frozen:,} backbone parameters frozen", flush=True)
     optimizer = create_optimizer(model, config.optim)
     last_path = Path(config.train.out_dir) / "last.safetensors"
+    loader, decoding = decoding_loader(
+        config.data, device, train_set, lambda items: create_loader(items, sampler, batch, num_workers,
+                                                                    config.train.seed, device),
+        on_bad="drop", probe_batches=min(max(8, 3 * num_workers), len(sampler) // batch - 1))
+    if main:
+        print(decoding.message, flush=True)
     return _Run(
         model=model,
         train_model=_wrap_for_training(model, config, device, world),
         criterion=criterion,
         classes=classes,
         sampler=sampler,
-        loader=create_loader(train_set, sampler, batch, num_workers, config.train.seed, device),
-        val_loader=create_eval_loader(config, model, classes, device),
+        loader=loader,
+        val_loader=create_eval_loader(config, model, classes, device,
+                                      decode="device" if decoding.where == "device" else "cpu"),
         optimizer=optimizer,
         scheduler=create_scheduler(optimizer, config.optim, steps_per_epoch, config.train.epochs),
         metadata=model_metadata(model, config, classes),

@@ -1,0 +1,95 @@
+"""JPEG frames decoded on the GPU (``data.decode=device``): nvJPEG against PyAV, the device path's clips
+against the loader workers', and the start-up choice of ``data.decode=auto``.
+
+Run by ``scripts/gpu_check.sh`` (``pytest -m gpu``); skipped without CUDA, and with the reason when
+torchvision's nvJPEG decoder cannot be had. The same logic is checked on CPU, with PyAV standing in
+for nvJPEG, in tests/data/test_device_decode.py.
+"""
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from bmvit.data.dataset import AVADataset
+from bmvit.data.device_decode import DeviceDecodedBatches, nvjpeg_decoder, pyav_decoder
+from bmvit.data.loader import SeededItems, ShardSampler, create_loader
+from bmvit.data.synthetic import write_synthetic_dataset
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.fixture(scope="module")
+def cuda_decoder():
+    decoder, why = nvjpeg_decoder(torch.device("cuda"))
+    if decoder is None:
+        pytest.skip(why)
+    return decoder
+
+
+@pytest.fixture(scope="module")
+def frames_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth_frames")
+    write_synthetic_dataset(root, seed=4, num_videos=2, num_val_videos=1, seconds=6, size=(320, 240), frames=True,
+                            workers=1)
+    return root
+
+
+def _encoded(items):
+    out = copy.copy(items)
+    out.dataset = copy.copy(items.dataset)
+    out.dataset.encoded_frames = True
+    return out
+
+
+def test_nvjpeg_frames_are_within_jpeg_decoder_noise_of_pyavs(frames_root, cuda_decoder):
+    files = sorted((frames_root / "frames").glob("*/*.jpg"))[:32]
+    data = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
+    gpu = cuda_decoder(data)
+    cpu = pyav_decoder("cpu")(data)
+    diffs = [(g.cpu().int() - c.int()).abs() for g, c in zip(gpu, cpu, strict=True)]
+    mean = max(float(d.float().mean()) for d in diffs)
+    worst = max(int(d.max()) for d in diffs)
+    print(f"nvJPEG vs PyAV over {len(files)} frames: worst per-frame mean |diff| {mean:.3f}, max {worst}")
+    assert all(g.device.type == "cuda" and g.dtype == torch.uint8 and g.shape == c.shape for g, c in zip(gpu, cpu))
+    assert mean < 2.0  # inverse DCT and chroma upsampling differ between decoders, not the picture
+
+
+def test_the_device_path_matches_the_worker_path_on_cuda(frames_root, cuda_decoder):
+    dataset = AVADataset(frames_root, "train", source="frames", num_frames=8, stride=4, input_size=128, train=True,
+                         resize="short_side", output="uint8", scale_jitter=(0.8, 1.2), hflip=0.5, color_jitter=0.3)
+    items = SeededItems(dataset, seed=5)
+    sampler = ShardSampler(len(items), 0, 1, shuffle=True, seed=1, batch_size=4)
+    plain = create_loader(items, sampler, 4, 2, 0, torch.device("cuda"))
+    encoded = _encoded(items)
+    device = DeviceDecodedBatches(create_loader(encoded, sampler, 4, 2, 0, torch.device("cuda")),
+                                  encoded.dataset.apply_transform, cuda_decoder, "cuda")
+    worst = 0.0
+    for (clips, targets), (dclips, dtargets) in zip(plain, device, strict=True):
+        assert dclips.device.type == "cuda" and dclips.dtype == torch.uint8 and dclips.shape == clips.shape
+        worst = max(worst, float((dclips.cpu().int() - clips.int()).abs().float().mean()))
+        for t, d in zip(targets, dtargets):
+            assert torch.equal(t["boxes"], d["boxes"]) and torch.equal(t["labels"], d["labels"])
+            assert t.get("colour") == d.get("colour") and t["letterbox"] == d["letterbox"]
+    print(f"device path vs worker path: worst per-batch mean |diff| {worst:.3f} grey levels")
+    assert worst < 2.5
+
+
+def test_auto_measures_both_and_says_which(frames_root, tmp_path):
+    from bmvit.build import decoding_loader
+    from bmvit.config import load_config
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
+    cfg = load_config(config, [f"data.root={frames_root}", "data.source=frames"]).data
+    dataset = AVADataset(frames_root, "train", source="frames", num_frames=8, stride=4, input_size=128, train=True,
+                         output="uint8")
+    items = SeededItems(dataset, seed=0)
+    sampler = ShardSampler(len(items), 0, 1, shuffle=True, seed=1, batch_size=2)
+    loader, decoding = decoding_loader(cfg, torch.device("cuda"), items,
+                                       lambda d: create_loader(d, sampler, 2, 2, 0, torch.device("cuda")),
+                                       on_bad="drop", probe_batches=3)
+    print(decoding.message)
+    assert decoding.where in ("workers", "device") and "clips/s decoding on the device" in decoding.message
+    clips, targets = next(iter(loader))
+    assert clips.shape == (2, 3, 8, 128, 128) and clips.dtype == torch.uint8
