@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from bmvit.bench.ava_layout import write_ava_layout
 from bmvit.cli import main
 from bmvit.data.dataset import AVADataset
@@ -30,3 +33,29 @@ def test_loader_on_a_data_root_reports_each_source_against_pillow(tmp_path, caps
     assert "Pillow full decode of the same JPEGs" in printed
     assert main(["bench", "--only", "matmul", "--data", str(root)]) == 2
     assert "--data is for the loader section" in capsys.readouterr().err
+
+
+def test_device_decoding_bench_measures_both_paths_and_the_references(tmp_path):
+    """``bmvit bench --device cuda --data ROOT``'s measurement, with PyAV on the CPU standing in for nvJPEG."""
+    from bmvit.bench.loader import bench_device_decoding
+    from bmvit.bench.report import device_decoding_rows, format_table
+    from bmvit.data.device_decode import pyav_decoder
+
+    root = tmp_path / "root"
+    write_ava_layout(root, num_videos=1, num_frames=150, size=(128, 96))
+    r = bench_device_decoding(root, torch.device("cpu"), workers=(0, 1), batch_size=2, batches=2, repeats=1,
+                              num_frames=4, size=64, decoder=pyav_decoder("cpu"))
+    assert r["frame_size"] == [96, 128] and r["clip"] == [4, 64, 64]
+    keys = ("workers0", "device0", "workers1", "device1", "decoder_only", "pillow_full_decode")
+    assert all(r[k] > 0 and len(r["runs"][k]) == 1 for k in keys)
+    table = format_table(device_decoding_rows(r))
+    assert "frames 128x96 (root): 1 workers reading, the device decoding" in table
+    assert "x 1 workers decoding" in table and "Pillow full decode of the same JPEGs, one core" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a CUDA device")
+def test_device_decoding_bench_needs_a_gpu(tmp_path, capsys):
+    root = tmp_path / "root"
+    write_ava_layout(root, num_videos=1, num_frames=150, size=(128, 96))
+    assert main(["bench", "--device", "cuda", "--data", str(root)]) == 2  # no CUDA device here
+    assert "no such CUDA device here" in capsys.readouterr().err

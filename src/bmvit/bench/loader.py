@@ -7,6 +7,7 @@ such roots), each against Pillow's full-size decode of the same JPEGs.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import random
@@ -136,27 +137,96 @@ def bench_loader_root(root: str | os.PathLike, num_frames: int = 16, size: int =
 
 def _read_clip(dataset, index: int, min_size: tuple[int, int] | None):
     """What ``KeyFrameDataset.read_clip`` reads for key frame ``index``, with ``min_size`` passed to the source."""
-    k = dataset.keyframes[index]
-    src = dataset.source(k.video_id)
-    if k.frame_index is not None:
-        return src.read_clip(k.frame_index, dataset.num_frames, dataset.stride, min_size=min_size)
-    return src.read_clip_at_time(k.timestamp - dataset.time_offset, dataset.num_frames, dataset.stride, dataset.fps,
-                                 min_size=min_size)
+    src = dataset.source(dataset.keyframes[index].video_id)
+    return src.read_frames(dataset.frame_indices(index), min_size=min_size)
 
 
 def _clip_jpegs(root: Path, dataset, index: int) -> list[str] | None:
     """The frame files of key frame ``index``'s clip in ``root/frames`` (None without frame folders)."""
-    from bmvit.data.video import FrameFolderSource, clip_indices
+    from bmvit.data.video import FrameFolderSource
 
     k = dataset.keyframes[index]
     folder = root / "frames" / k.video_id
     if not folder.is_dir():
         return None
     src = FrameFolderSource(folder, k.video_id, fps=30.0)
-    indices = (src.clip_indices_at_time(k.timestamp - dataset.time_offset, dataset.num_frames, dataset.stride,
-                                        dataset.fps) if k.frame_index is None else
-               clip_indices(k.frame_index, dataset.num_frames, dataset.stride, src.num_frames))
-    return [src.frame_path(int(i)) for i in indices]
+    return [src.frame_path(int(i)) for i in dataset.frame_indices(index)]
 
 
-__all__ = ["bench_loader", "bench_loader_root", "training_loader"]
+def bench_device_decoding(root: str | os.PathLike, device, *, workers: Iterable[int] = (2, 8), batch_size: int = 8,
+                          batches: int = 24, repeats: int = 3, num_frames: int = 16, size: int = 256, seed: int = 0,
+                          decoder=None) -> dict[str, Any]:
+    """Training batches/s delivered onto ``device`` from the JPEG frames of an AVA-layout ``root``, decoded in the
+    loader workers against decoded on the device (``data.decode``), interleaved, median of ``repeats`` rounds
+    (``bmvit bench --device cuda --data ROOT``).
+
+    Each rate is ``device_decode.loader_rate``: clips/s over ``batches`` batches of ``batch_size`` training
+    clips (augmented, uint8) after the first, each on the device and synchronised. Measured with each worker
+    count in ``workers``: ``workers<n>`` (decoding in the workers) and ``device<n>`` (workers read the files,
+    the device decodes them). Also in the same run: ``decoder_only``, the device decoder alone on the files of
+    one batch (read beforehand), its clips/s ceiling; and ``pillow_full_decode``, one core decoding the same
+    JPEGs at full size with Pillow (the reference of ``bench_loader_root``). ``decoder``: a
+    ``device_decode.JpegDecoder`` for ``device`` (default nvJPEG's; tests pass PyAV's on the CPU).
+    """
+    import torch
+    from PIL import Image
+
+    from bmvit.data.dataset import AVADataset, collate_fn
+    from bmvit.data.device_decode import DeviceDecodedBatches, loader_rate, nvjpeg_decoder
+    from bmvit.data.loader import SeededItems
+
+    device = torch.device(device)
+    if decoder is None:
+        decoder, why = nvjpeg_decoder(device)
+        if decoder is None:
+            raise RuntimeError(f"bench: the device cannot decode JPEG frames: {why}")
+    root = Path(root)
+    dataset = AVADataset(root, "train", source="frames", num_frames=num_frames, input_size=size, train=True,
+                         output="uint8")
+    items = SeededItems(dataset, seed)
+    encoded = SeededItems(copy.copy(dataset), seed)
+    encoded.dataset.encoded_frames = True
+    order = list(range(len(dataset)))
+    random.Random(seed).shuffle(order)
+    keys = [(0, order[i % len(order)]) for i in range((batches + 1) * batch_size)]  # cycles a small root
+
+    def make(source, num_workers: int):
+        loader = DataLoader(source, batch_size=batch_size, sampler=keys, num_workers=num_workers,
+                            collate_fn=collate_fn, pin_memory=device.type == "cuda")
+        if source is encoded:
+            return DeviceDecodedBatches(loader, dataset.apply_transform, decoder, device)
+        return loader
+
+    files = [f for i in range(batch_size) for f in encoded[keys[i]][0].files()]
+    jpegs = [p for i in range(batch_size) for p in _clip_jpegs(root, dataset, keys[i][1])]
+
+    def decoder_only() -> float:
+        start = time.perf_counter()
+        decoder(files)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return batch_size / (time.perf_counter() - start)
+
+    def pillow() -> float:
+        start = time.perf_counter()
+        for p in jpegs:
+            np.asarray(Image.open(p).convert("RGB"))
+        return batch_size / (time.perf_counter() - start)
+
+    fns: dict[str, Callable[[], float]] = {"decoder_only": decoder_only, "pillow_full_decode": pillow}
+    for n in workers:
+        fns[f"workers{n}"] = lambda n=n: loader_rate(make(items, n), batches, device)
+        fns[f"device{n}"] = lambda n=n: loader_rate(make(encoded, n), batches, device)
+    decoder_only()  # warm-up: the decoder's first call sets up its state
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            runs[name].append(fn())
+    stored = dataset.source(dataset.keyframes[0].video_id).size
+    result: dict[str, Any] = {"root": str(root), "device": str(device), "clip": [num_frames, size, size],
+                              "batch_size": batch_size, "batches": batches, "frame_size": list(stored), "runs": runs}
+    result.update({name: statistics.median(rates) for name, rates in runs.items()})
+    return result
+
+
+__all__ = ["bench_device_decoding", "bench_loader", "bench_loader_root", "training_loader"]

@@ -209,6 +209,25 @@ def _loader_root_rows(results: list[dict[str, Any]]) -> list[Row]:
     return rows
 
 
+def device_decoding_rows(r: dict[str, Any]) -> list[Row]:
+    """Table rows of ``loader.bench_device_decoding``: each worker count's clips/s decoding in the workers and on
+    the device (the latter also as a ratio to the former), the decoder alone, and Pillow's one-core reference."""
+    h, w = r["frame_size"]
+    where = f"frames {w}x{h} ({Path(r['root']).name})"
+    clips = f"batch {r['batch_size']}, clips {r['clip'][0]}x{r['clip'][1]}, on {r['device']}"
+    rows = []
+    for key in sorted((k for k in r if k.startswith("workers")), key=lambda k: int(k[len("workers"):])):
+        n = key[len("workers"):]
+        rows.append(Row("decode", f"{where}: {n} workers decoding", r[key], "clips/s", note=clips))
+        rows.append(Row("decode", f"{where}: {n} workers reading, the device decoding", r[f"device{n}"], "clips/s",
+                        r[f"device{n}"] / r[key] if r[key] else None, f"{n} workers decoding", clips))
+    rows.append(Row("decode", f"{where}: the device's decoder alone, one batch's files", r["decoder_only"], "clips/s",
+                    note="files read beforehand"))
+    rows.append(Row("decode", f"{where}: Pillow full decode of the same JPEGs, one core", r["pillow_full_decode"],
+                    "clips/s", note="reference: np.asarray(Image.open(p).convert('RGB'))"))
+    return rows
+
+
 def _memory_rows(results: dict[str, Any]) -> list[Row]:
     if "memory" not in results:
         return []

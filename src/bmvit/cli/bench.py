@@ -6,7 +6,8 @@ Prints a table of times and rates, each with its ratio to a reference measured i
 step), and optionally writes every number as JSON. Sections: see ``bmvit.bench.cpu``. ``--data ROOT``
 (repeatable) runs the loader section on AVA-layout roots (frame folders and/or videos) instead of its
 synthetic dataset, each against Pillow's full-size decode of the same JPEGs; for one core:
-``taskset -c 0 bmvit bench --only loader --threads 1 --data ROOT``.
+``taskset -c 0 bmvit bench --only loader --threads 1 --data ROOT``. ``--device cuda --data ROOT`` compares
+decoding a root's JPEG frames in the loader workers with decoding them on the GPU (``data.decode``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "key frames/s at batch 1 and 16 (--quick: fewer runs)")
     parser.add_argument("--data", action="append", default=None, metavar="ROOT",
                         help="loader section: benchmark this AVA-layout root (ROOT/frames and/or ROOT/videos, "
-                             "annotations/ava_train_v2.2.csv) instead of a synthetic dataset; repeatable")
+                             "annotations/ava_train_v2.2.csv) instead of a synthetic dataset; repeatable. With "
+                             "--device cuda: training clips/s from ROOT/frames decoded in the loader workers "
+                             "against on the GPU (data.decode), instead of the model benchmarks")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,10 +76,12 @@ def _run_on_device(args: argparse.Namespace) -> int:
         print(f"bmvit bench: --device {args.device}: no such CUDA device here (torch {torch.__version__}, CUDA "
               f"{torch.version.cuda}); use --device cpu", file=sys.stderr)
         return 2
-    if args.only or args.data:
-        print("bmvit bench: --only and --data are for the CPU sections, not --device cuda", file=sys.stderr)
+    if args.only:
+        print("bmvit bench: --only is for the CPU sections, not --device cuda", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    if args.data:
+        return _decoding_on_device(args, device)
     report = run_device_benchmarks(device, args.repeats, args.quick,
                                    log=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     m = report["machine"]
@@ -86,4 +91,31 @@ def _run_on_device(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
+    return 0
+
+
+def _decoding_on_device(args: argparse.Namespace, device) -> int:
+    """``--device cuda --data ROOT``: JPEG frames decoded in the loader workers against on the GPU (``data.decode``)."""
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from bmvit.bench.loader import bench_device_decoding
+    from bmvit.bench.report import device_decoding_rows, format_table
+
+    results, rows = [], []
+    for root in args.data:
+        print(f"[bench] decoding on {device} against in the workers: {root}", file=sys.stderr, flush=True)
+        try:
+            result = bench_device_decoding(root, device, repeats=args.repeats,
+                                           **({"batches": 6, "workers": (2,)} if args.quick else {}))
+        except (RuntimeError, FileNotFoundError, ValueError) as err:
+            print(f"bmvit bench: {err}", file=sys.stderr)
+            return 1
+        results.append(result)
+        rows += device_decoding_rows(result)
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"decoding": results, "rows": [asdict(r) for r in rows]}, f, indent=1)
     return 0
