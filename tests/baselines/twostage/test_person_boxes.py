@@ -104,6 +104,23 @@ def test_synthetic_detector_rates_labels_and_determinism(tmp_path):
                 assert np.abs(box - [0.1, 0.2, 0.3, 0.8]).max() < 0.25 * 0.6 and score >= 0.8
 
 
+def test_people_with_no_action_are_boxed_but_counted_apart_from_the_actors(tmp_path):
+    """``bmvit synth --non-actors`` writes bystanders as rows with an empty action id: a person detector
+    boxes them as it boxes anyone, and the summary counts them apart from the actors."""
+    root = _fake_root(tmp_path, frames_per_video=3)
+    for split in ("train", "val"):
+        path = root / "annotations" / f"ava_{split}_v2.2.csv"
+        extra = "".join(f"{split}{v},{t:04d},0.400,0.100,0.550,0.700,,2\n" for v in range(2) for t in range(902, 905))
+        path.write_text(path.read_text() + extra)
+    noise = PersonBoxNoise(miss_rate=0.0, false_per_frame=0.0, jitter=0.0)
+    summary = write_synthetic_person_boxes(root, seed=0, noise=noise)
+    assert summary.actors == summary.found == {"train": 12, "val": 12}
+    assert summary.non_actors == summary.non_actors_found == {"train": 6, "val": 6}
+    assert "12 of 12 actors found (100.0%), 6 of 6 non-actors, 0.00 false boxes" in summary.describe()
+    train = read_person_boxes(root / "annotations" / "person_boxes_train.csv", 0.0)
+    assert sum(len(f.action_ids) for f in train.values()) == 18
+
+
 def test_synthetic_detector_without_noise_is_the_ground_truth(tmp_path):
     root = _fake_root(tmp_path, frames_per_video=3)
     noise = PersonBoxNoise(miss_rate=0.0, false_per_frame=0.0, jitter=0.0)

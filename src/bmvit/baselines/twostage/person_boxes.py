@@ -138,7 +138,9 @@ class SyntheticPersonBoxSummary:
     paths: dict[str, Path] = field(default_factory=dict)
     keyframes: dict[str, int] = field(default_factory=dict)
     actors: dict[str, int] = field(default_factory=dict)
-    found: dict[str, int] = field(default_factory=dict)
+    found: dict[str, int] = field(default_factory=dict)  # actors found
+    non_actors: dict[str, int] = field(default_factory=dict)  # annotated people with no action (synth --non-actors)
+    non_actors_found: dict[str, int] = field(default_factory=dict)
     false: dict[str, int] = field(default_factory=dict)
     false_above: dict[str, int] = field(default_factory=dict)  # false boxes scoring >= the PySlowFast threshold
 
@@ -146,9 +148,11 @@ class SyntheticPersonBoxSummary:
         lines = []
         for split, path in self.paths.items():
             frames = max(1, self.keyframes[split])
+            others = self.non_actors.get(split, 0)
+            non_actors = f"{self.non_actors_found[split]} of {others} non-actors, " if others else ""
             lines.append(f"{split}: {path} ({self.keyframes[split]} key frames): {self.found[split]} of "
                          f"{self.actors[split]} actors found ({self.found[split] / max(1, self.actors[split]):.1%}), "
-                         f"{self.false[split] / frames:.2f} false boxes per key frame "
+                         f"{non_actors}{self.false[split] / frames:.2f} false boxes per key frame "
                          f"({self.false_above[split] / frames:.2f} scoring >= {PYSLOWFAST_SCORE_THRESHOLD})")
         return "\n".join(lines)
 
@@ -180,7 +184,7 @@ def write_synthetic_person_boxes(
         rows = read_annotations(root / "annotations" / f"ava_{split}_v2.2.csv")
         rng = np.random.default_rng([seed, split_index])
         frames: PersonBoxes = {}
-        counts = dict.fromkeys(("actors", "found", "false", "false_above"), 0)
+        counts = dict.fromkeys(("actors", "found", "non_actors", "non_actors_found", "false", "false_above"), 0)
         for kf in group_by_keyframe(rows):
             frame, frame_counts = _detect(kf.boxes_xyxy, kf.action_ids, rng, noise, keep_labels=split == "train")
             frames[(kf.video_id, kf.timestamp)] = frame
@@ -198,12 +202,14 @@ def write_synthetic_person_boxes(
 def _detect(gt_boxes: np.ndarray, gt_actions: tuple[tuple[int, ...], ...], rng: np.random.Generator,
             noise: PersonBoxNoise, keep_labels: bool) -> tuple[FramePersonBoxes, dict[str, int]]:
     boxes, scores, actions = [], [], []
+    non_actors_found = 0
     for box, acts in zip(np.asarray(gt_boxes, dtype=np.float64), gt_actions):
         if rng.random() < noise.miss_rate:
             continue
         boxes.append(_jitter_box(box, rng, noise.jitter))
         scores.append(rng.uniform(*noise.true_scores))
         actions.append(tuple(acts) if keep_labels else ())
+        non_actors_found += not acts  # a person with no action (a bystander): a detector boxes them too
     num_found = len(boxes)
     num_false = int(rng.poisson(noise.false_per_frame))
     for _ in range(num_false):
@@ -213,7 +219,10 @@ def _detect(gt_boxes: np.ndarray, gt_actions: tuple[tuple[int, ...], ...], rng: 
     frame = FramePersonBoxes(boxes_xyxy=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                              scores=np.asarray(scores, dtype=np.float32), action_ids=tuple(actions))
     above = sum(s >= PYSLOWFAST_SCORE_THRESHOLD for s in scores[num_found:])
-    return frame, {"actors": len(gt_actions), "found": num_found, "false": num_false, "false_above": int(above)}
+    non_actors = sum(not acts for acts in gt_actions)
+    return frame, {"actors": len(gt_actions) - non_actors, "found": num_found - non_actors_found,
+                   "non_actors": non_actors, "non_actors_found": non_actors_found, "false": num_false,
+                   "false_above": int(above)}
 
 
 def _jitter_box(box: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
