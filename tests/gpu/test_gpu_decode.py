@@ -53,7 +53,10 @@ def test_nvjpeg_frames_are_within_jpeg_decoder_noise_of_pyavs(frames_root, cuda_
     worst = max(int(d.max()) for d in diffs)
     print(f"nvJPEG vs PyAV over {len(files)} frames: worst per-frame mean |diff| {mean:.3f}, max {worst}")
     assert all(g.device.type == "cuda" and g.dtype == torch.uint8 and g.shape == c.shape for g, c in zip(gpu, cpu))
-    assert mean < 2.0  # inverse DCT and chroma upsampling differ between decoders, not the picture
+    # Decoders differ in the inverse DCT and most in chroma upsampling, at sharp colour edges: on these
+    # frames torchvision's CPU decoder (libjpeg-turbo) is 1.88 grey levels from PyAV's on the worst frame
+    # (max 59). A wrong colour order, orientation or size would be tens of levels off on average.
+    assert mean < 3.0
 
 
 def test_the_device_path_matches_the_worker_path_on_cuda(frames_root, cuda_decoder):
