@@ -27,10 +27,11 @@ def test_loader_on_a_data_root_reports_each_source_against_pillow(tmp_path, caps
     for r in roots:
         assert r["frame_size"] == [96, 128] and r["clip"] == [8, 64, 64] and r["num_clips"] == 2
         assert all(r[k] > 0 for k in ("workers0", "workers1", "read_full", "read_min_size", "pillow_full_decode"))
+    assert roots[0]["read_encoded"] > 0 and "read_encoded" not in roots[1]  # frame folders only
     assert roots[0]["decoded_size_at_min_size"] == [96, 128]  # a JPEG too small to halve for 64x64
     assert roots[1]["decoded_size_at_min_size"] == [64, 85]  # video: converted straight to the reduced size
     assert "frames 128x96 (root): training clips, 0 workers" in printed and "x Pillow's full decode time" in printed
-    assert "Pillow full decode of the same JPEGs" in printed
+    assert "Pillow full decode of the same JPEGs" in printed and "frames 128x96 (root): files read undecoded" in printed
     assert main(["bench", "--only", "matmul", "--data", str(root)]) == 2
     assert "--data is for the loader section" in capsys.readouterr().err
 

@@ -64,6 +64,8 @@ def bench_loader_root(root: str | os.PathLike, num_frames: int = 16, size: int =
       that many workers (0: in the calling process; a worker's start-up is not timed);
     - ``read_full`` / ``read_min_size``: the source's ``read_clip`` alone (no transforms) at the stored size
       and with ``min_size=(size, size)``;
+    - ``read_encoded`` (frame folders only): the clip's JPEG files read and checked but not decoded
+      (``KeyFrameDataset.read_encoded``), what a worker does when the GPU decodes (``data.decode=device``);
     - ``pillow_full_decode``: the reference, decoding the clip's JPEGs of ``ROOT/frames`` at full size with
       Pillow (``np.asarray(Image.open(p).convert("RGB"))``), None without frame folders.
 
@@ -113,6 +115,8 @@ def bench_loader_root(root: str | os.PathLike, num_frames: int = 16, size: int =
             fns["pillow_full_decode"] = pillow
         fns["read_full"] = lambda read=read: read(None)
         fns["read_min_size"] = lambda read=read, m=min_size: read(m)
+        if source == "frames":  # a worker's share of data.decode=device: the files, read and checked, undecoded
+            fns["read_encoded"] = lambda dataset=dataset, order=order: [dataset.read_encoded(i) for i in order]
         for w in workers:
             fns[f"workers{w}"] = lambda w=w, loader=loader: loader(w)
         _read_clip(dataset, order[0], None)  # warm-up: open the sources, import the decoders

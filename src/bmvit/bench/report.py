@@ -203,6 +203,9 @@ def _loader_root_rows(results: list[dict[str, Any]]) -> list[Row]:
                         *ratio(r["read_full"]), "source alone, no transforms"))
         rows.append(Row("loader", f"{where}: read_clip, min_size {r['clip'][1]}", r["read_min_size"], "clips/s",
                         *ratio(r["read_min_size"]), f"decoded at {dw}x{dh}"))
+        if "read_encoded" in r:
+            rows.append(Row("loader", f"{where}: files read undecoded", r["read_encoded"], "clips/s",
+                            *ratio(r["read_encoded"]), "a worker's share of data.decode=device"))
         if ref:
             rows.append(Row("loader", f"{where}: Pillow full decode of the same JPEGs", ref, "clips/s",
                             note="reference: np.asarray(Image.open(p).convert('RGB'))"))
