@@ -466,7 +466,8 @@ def create_eval_loader(config: Config, model: nn.Module, classes: ClassInfo,
         return create_loader(items, sampler, config.eval.batch_size, num_workers, 0, device)
 
     loader, _ = decoding_loader(config.data, device or torch.device("cpu"), dataset, make, on_bad="zero",
-                                setting=decode, probe_batches=max(8, 3 * num_workers))
+                                setting=decode, because="as the training loader" if decode else None,
+                                probe_batches=max(8, 3 * num_workers))
     return loader
 
 
@@ -487,6 +488,7 @@ def decoding_loader(
     *,
     on_bad: str,
     setting: str | None = None,
+    because: str | None = None,
     probe_batches: int = 8,
 ) -> tuple[Iterable, Decoding]:
     """The loader of ``items`` (``SeededItems`` or ``EvalItems`` over a ``KeyFrameDataset``), decoding JPEG
@@ -497,19 +499,21 @@ def decoding_loader(
     only where that can be done and ``compare_loaders`` measures it faster over ``probe_batches`` batches
     (the clips/s summed over processes, so every process chooses alike); elsewhere in the workers.
     ``on_bad``: what the device path does with a clip that does not decode (``DeviceDecodedBatches``).
+    ``because``: why ``setting`` overrides ``data.decode``, for the message.
     """
     from bmvit import distributed as dist_utils
     from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, nvjpeg_decoder
 
     setting = setting or cfg.decode
+    said = because or f"data.decode={setting}"
     if setting == "cpu":
-        return make(items), Decoding("workers", "JPEG frames decoded in the loader workers (data.decode=cpu)")
+        return make(items), Decoding("workers", f"JPEG frames decoded in the loader workers ({said})")
     base = items.dataset
     problem = _device_decode_problem(cfg, base)
     decoder, why = (None, problem) if problem else nvjpeg_decoder(device)
     if decoder is None:
         if setting == "device":
-            raise ConfigError(f"data.decode=device cannot be used: {why}")
+            raise ConfigError(f"data.decode=device cannot be used{f' ({because})' if because else ''}: {why}")
         return make(items), Decoding("workers", f"frames decoded in the loader workers (data.decode=auto: {why})")
 
     def on_device() -> DeviceDecodedBatches:
@@ -519,7 +523,7 @@ def decoding_loader(
         return DeviceDecodedBatches(make(encoded), base.apply_transform, decoder, device, on_bad=on_bad)
 
     if setting == "device":
-        return on_device(), Decoding("device", f"JPEG frames decoded on the device by {why} (data.decode=device)")
+        return on_device(), Decoding("device", f"JPEG frames decoded on the device by {why} ({said})")
     combine = dist_utils.all_reduce_sum if dist_utils.is_dist() else None
     chosen, rates = compare_loaders({"workers": lambda: make(items), "device": on_device}, probe_batches, device,
                                     combine)

@@ -174,6 +174,7 @@ class _Run:
     metadata: dict[str, Any]
     ctx: StepContext
     last_path: Path
+    decoding: str = "workers"  # where the training loader decodes frames (data.decode's choice)
     start_epoch: int = 0
     skip_batches: int = 0
     best_map: float = -1.0
@@ -184,7 +185,7 @@ class _Run:
         (0 = the whole epoch)."""
         if dist_utils.is_main_process():
             progress = {"epoch": epoch, "batches_done": batches_done, "best_map": self.best_map,
-                        "history": self.history}
+                        "history": self.history, "decoding": self.decoding}
             save_training_state(self.last_path, self.model, self.optimizer, self.scheduler, None, progress,
                                 self.metadata)
         self.ctx.last_checkpoint = str(self.last_path)
@@ -193,7 +194,7 @@ class _Run:
 def _fit(config: Config, resume: bool, device: torch.device, amp_dtype: torch.dtype | None, rank: int,
          world: int) -> dict[str, Any]:
     out_dir, main = Path(config.train.out_dir), dist_utils.is_main_process()
-    run = _build_run(config, device, amp_dtype, rank, world)
+    run = _build_run(config, device, amp_dtype, rank, world, resume)
     if resume:
         _restore(run)
     if main:
@@ -234,7 +235,8 @@ def _fit(config: Config, resume: bool, device: torch.device, amp_dtype: torch.dt
     return final
 
 
-def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | None, rank: int, world: int) -> _Run:
+def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | None, rank: int, world: int,
+               resume: bool = False) -> _Run:
     """The model (initial weights the same on every rank), criterion, loaders, optimiser and schedule."""
     torch.manual_seed(config.train.seed)
     main = dist_utils.is_main_process()
@@ -264,10 +266,15 @@ def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | No
         print(f"optim.frozen_blocks={config.optim.frozen_blocks}: {frozen:,} backbone parameters frozen", flush=True)
     optimizer = create_optimizer(model, config.optim)
     last_path = Path(config.train.out_dir) / "last.safetensors"
+    # A resumed run decodes where the run it continues did: data.decode=auto measures anew otherwise, and
+    # a different choice (another decoder's pixels) would break "resumed = uninterrupted".
+    kept = _previous_decoding(last_path) if resume and config.data.decode == "auto" else None
     loader, decoding = decoding_loader(
         config.data, device, train_set, lambda items: create_loader(items, sampler, batch, num_workers,
                                                                     config.train.seed, device),
-        on_bad="drop", probe_batches=min(max(8, 3 * num_workers), len(sampler) // batch - 1))
+        on_bad="drop", probe_batches=min(max(8, 3 * num_workers), len(sampler) // batch - 1),
+        setting={"device": "device", "workers": "cpu"}.get(kept),
+        because="data.decode=auto, as in the run this one resumes" if kept else None)
     if main:
         print(decoding.message, flush=True)
     return _Run(
@@ -284,7 +291,15 @@ def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | No
         metadata=model_metadata(model, config, classes),
         ctx=_step_context(config, device, amp_dtype, last_path),
         last_path=last_path,
+        decoding=decoding.where,
     )
+
+
+def _previous_decoding(last_path: Path) -> str | None:
+    """Where the run that wrote ``last_path`` decoded its frames ("workers" or "device"), None if unknown."""
+    if not last_path.is_file():
+        return None  # _restore says so
+    return read_metadata(last_path).get("progress", {}).get("decoding")
 
 
 def _create_model(config: Config, classes: ClassInfo, main: bool) -> tuple[nn.Module, dict[str, Any] | None]:

@@ -267,3 +267,27 @@ def test_training_decoding_on_the_device_equals_decoding_in_the_workers(frames_r
     assert losses(runs["device"]) == losses(runs["cpu"])
     assert any(r.get("mAP") is not None for r in runs["cpu"])
     assert losses(runs["auto"]) == losses(runs["cpu"])  # whichever it chose, the same numbers
+
+
+def test_a_resumed_auto_run_decodes_where_the_run_it_continues_did(frames_root, tmp_path, tiny_overrides,
+                                                                   monkeypatch, capsys):
+    """data.decode=auto measures at start-up; a resumed run must not measure again and switch decoders."""
+    from bmvit.checkpoint import read_metadata
+
+    monkeypatch.setattr(device_decode, "nvjpeg_decoder", _standin)
+    monkeypatch.setattr(device_decode, "compare_loaders", lambda make, *a, **k: ("device", {"workers": 1.0,
+                                                                                            "device": 2.0}))
+    out = tmp_path / "run"
+    extra = {"data.source": "frames", "train.epochs": 1, "train.eval_every": 5}
+    trainer.fit(load_config(CONFIG, tiny_overrides(frames_root, out, **extra)))
+    assert read_metadata(out / "last.safetensors")["progress"]["decoding"] == "device"
+    assert "1.0 in the loader workers" in capsys.readouterr().out
+
+    def must_not_measure(*args, **kwargs):
+        raise AssertionError("a resumed run measured again")
+
+    monkeypatch.setattr(device_decode, "compare_loaders", must_not_measure)
+    trainer.fit(load_config(CONFIG, tiny_overrides(frames_root, out, **{**extra, "train.epochs": 2})), resume=True)
+    printed = capsys.readouterr().out
+    assert "decoded on the device by PyAV on the CPU, standing in for nvJPEG (data.decode=auto, as in the run this " \
+        "one resumes)" in printed
