@@ -126,6 +126,7 @@ class DataConfig:
     act: ACTFilesConfig = field(default_factory=ACTFilesConfig)
 
     FORMATS = ("ava", "ucf101_24", "jhmdb_21", "custom")
+    DECODE_SETTINGS = ("auto", "cpu", "device")
     NUM_SPLITS = {"ava": 1, "ucf101_24": 1, "jhmdb_21": 3, "custom": 1}
     ACT_FORMATS = ("ucf101_24", "jhmdb_21")
 
@@ -135,7 +136,7 @@ class DataConfig:
             raise ConfigError(f"data.format must be one of {' | '.join(self.FORMATS)}, got {self.format!r}")
         if self.source not in ("video", "frames"):
             raise ConfigError(f"data.source must be video or frames, got {self.source!r}")
-        if self.decode not in ("auto", "cpu", "device"):
+        if self.decode not in self.DECODE_SETTINGS:
             raise ConfigError(f"data.decode must be auto, cpu or device, got {self.decode!r}")
         if self.resize not in ("square", "letterbox", "short_side"):
             raise ConfigError(f"data.resize must be square, letterbox or short_side, got {self.resize!r}")

@@ -30,7 +30,6 @@ without measuring.
 from __future__ import annotations
 
 import gc
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
@@ -42,11 +41,6 @@ from torch import Tensor
 from bmvit.data.encoded import EncodedBatch, EncodedClip
 from bmvit.data.loader import seeded_rngs
 from bmvit.data.video import decode_image
-
-log = logging.getLogger("bmvit.data")
-
-DECODE_SETTINGS = ("auto", "cpu", "device")
-"""Values of ``data.decode``."""
 
 JpegDecoder = Callable[[list[Tensor]], list[Tensor]]
 """JPEG files (``uint8 [n]`` CPU tensors) -> their frames, ``uint8 [3, H, W]`` RGB on the decoding device.
@@ -143,10 +137,10 @@ class DeviceDecodedBatches:
         frames = self._decode([f for c in encoded for f in c.files()])
         out_clips: list[Tensor] = []
         out_targets: list[dict] = []
-        pending_errors: list[str] = []
-        bad: list[tuple[int, str]] = []
+        pending_errors: list[str] = []  # dropped clips' errors, for the next kept clip's bad_clips
+        bad: list[str] = []
         cursor = 0
-        for i, (clip, target) in enumerate(zip(batch.clips, targets)):
+        for clip, target in zip(batch.clips, targets):
             if not isinstance(clip, EncodedClip):
                 out_clips.append(clip.to(self.device, non_blocking=True))
                 out_targets.append(target)
@@ -155,7 +149,7 @@ class DeviceDecodedBatches:
             errors = [e for e in clip_frames if isinstance(e, str)]
             if errors:
                 message = f"key frame {target.get('video_id')},{target.get('timestamp')}: {errors[0]}"
-                bad.append((i, message))
+                bad.append(message)
                 if self.on_bad == "drop":
                     pending_errors.append(message)
                     continue
@@ -173,11 +167,9 @@ class DeviceDecodedBatches:
                 pending_errors = []
             out_clips.append(out)
             out_targets.append(target)
-        for _, message in bad:
-            log.warning("a clip could not be decoded on %s: %s", self.device, message)
         shaped = [c for c in out_clips if c is not None]
         if not shaped:
-            raise RuntimeError(f"no clip of a batch of {len(batch)} could be decoded: {[m for _, m in bad][:3]}")
+            raise RuntimeError(f"no clip of a batch of {len(batch)} could be decoded: {bad[:3]}")
         if pending_errors:  # the batch's last clips were dropped: the last kept one carries their errors
             last = out_targets[-1]
             out_targets[-1] = dict(last, bad_clips=list(last.get("bad_clips", [])) + pending_errors)
@@ -256,7 +248,6 @@ def compare_loaders(make: dict[str, Callable[[], Iterable]], num_batches: int, d
 
 
 __all__ = [
-    "DECODE_SETTINGS",
     "DeviceDecodedBatches",
     "JpegDecoder",
     "compare_loaders",
