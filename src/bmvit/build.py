@@ -499,7 +499,8 @@ def decoding_loader(
     only where that can be done and ``compare_loaders`` measures it faster over ``probe_batches`` batches
     (the clips/s summed over processes, so every process chooses alike); elsewhere in the workers.
     ``on_bad``: what the device path does with a clip that does not decode (``DeviceDecodedBatches``).
-    ``because``: why ``setting`` overrides ``data.decode``, for the message.
+    ``because``: why ``setting`` overrides ``data.decode``, for the message (empty where a model on the CPU
+    leaves ``auto`` nothing to choose).
     """
     from bmvit import distributed as dist_utils
     from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, nvjpeg_decoder
@@ -514,7 +515,9 @@ def decoding_loader(
     if decoder is None:
         if setting == "device":
             raise ConfigError(f"data.decode=device cannot be used{f' ({because})' if because else ''}: {why}")
-        return make(items), Decoding("workers", f"frames decoded in the loader workers (data.decode=auto: {why})")
+        # A model on the CPU leaves auto nothing to choose: nothing to say either.
+        message = f"frames decoded in the loader workers (data.decode=auto: {why})" if device.type == "cuda" else ""
+        return make(items), Decoding("workers", message)
 
     def on_device() -> DeviceDecodedBatches:
         encoded = copy.copy(items)

@@ -275,7 +275,7 @@ def _build_run(config: Config, device: torch.device, amp_dtype: torch.dtype | No
         on_bad="drop", probe_batches=min(max(8, 3 * num_workers), len(sampler) // batch - 1),
         setting={"device": "device", "workers": "cpu"}.get(kept),
         because="data.decode=auto, as in the run this one resumes" if kept else None)
-    if main:
+    if main and decoding.message:
         print(decoding.message, flush=True)
     return _Run(
         model=model,

@@ -218,7 +218,7 @@ def test_the_faster_loader_is_chosen_and_both_rates_are_reported():
     assert chosen == "device"
 
 
-def test_without_a_gpu_auto_decodes_in_the_workers_and_device_is_refused(frames_root):
+def test_without_a_gpu_auto_decodes_in_the_workers_and_device_is_refused(frames_root, monkeypatch):
     cfg = load_config(CONFIG, [f"data.root={frames_root}", "data.source=frames"]).data
     items = SeededItems(_dataset(frames_root), seed=0)
     made = []
@@ -228,8 +228,13 @@ def test_without_a_gpu_auto_decodes_in_the_workers_and_device_is_refused(frames_
         return d
 
     loader, decoding = decoding_loader(cfg, torch.device("cpu"), items, make, on_bad="drop")
-    assert loader is items and decoding.where == "workers"
-    assert "data.decode=auto" in decoding.message and "not on a CUDA device" in decoding.message
+    assert loader is items and decoding.where == "workers" and decoding.message == ""  # a CPU run: no choice
+    # On a GPU without torchvision's decoder (none here), auto decodes in the workers and says why.
+    monkeypatch.setattr(device_decode, "nvjpeg_decoder", lambda device: (None, "torchvision does not import"))
+    loader, decoding = decoding_loader(cfg, torch.device("cuda"), items, make, on_bad="drop")
+    assert loader is items and decoding.message == ("frames decoded in the loader workers (data.decode=auto: "
+                                                    "torchvision does not import)")
+    monkeypatch.undo()
     cfg.decode = "device"
     with pytest.raises(ConfigError, match="data.decode=device cannot be used: the model runs on cpu"):
         decoding_loader(cfg, torch.device("cpu"), items, make, on_bad="drop")
