@@ -499,8 +499,8 @@ def decoding_loader(
     only where that can be done and ``compare_loaders`` measures it faster over ``probe_batches`` batches
     (the clips/s summed over processes, so every process chooses alike); elsewhere in the workers.
     ``on_bad``: what the device path does with a clip that does not decode (``DeviceDecodedBatches``).
-    ``because``: why ``setting`` overrides ``data.decode``, for the message (empty where a model on the CPU
-    leaves ``auto`` nothing to choose).
+    ``because``: why ``setting`` overrides ``data.decode``, for the message. The returned ``Decoding`` says
+    where and why; its message is empty where a model on the CPU leaves ``auto`` nothing to choose.
     """
     from bmvit import distributed as dist_utils
     from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, nvjpeg_decoder
