@@ -33,6 +33,15 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_frames_dataset(tmp_path_factory) -> Path:
+    """The tiny synthetic dataset with JPEG frame folders too (2 train videos, 1 val, 160x120, 6 s)."""
+    root = tmp_path_factory.mktemp("synth_frames")
+    write_synthetic_dataset(root, seed=3, num_videos=2, num_val_videos=1, seconds=6, size=(160, 120), frames=True,
+                            workers=1)
+    return root
+
+
 @pytest.fixture
 def tiny_overrides():
     return make_tiny_overrides

@@ -23,7 +23,6 @@ from bmvit.data.dataset import AVADataset, collate_fn
 from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, pyav_decoder
 from bmvit.data.encoded import EncodedBatch, EncodedClip
 from bmvit.data.loader import EvalItems, SeededItems, ShardSampler, create_loader
-from bmvit.data.synthetic import write_synthetic_dataset
 from bmvit.data.transforms import resize_uint8_in_float
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
@@ -31,13 +30,10 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
 AUGMENT = {"scale_jitter": (0.7, 1.2), "hflip": 0.5, "color_jitter": 0.3}
 
 
-@pytest.fixture(scope="module")
-def frames_root(tmp_path_factory) -> Path:
-    """The tiny synthetic dataset with JPEG frame folders: 2 train videos, 1 val, 160x120, 6 s."""
-    root = tmp_path_factory.mktemp("synth_frames")
-    write_synthetic_dataset(root, seed=4, num_videos=2, num_val_videos=1, seconds=6, size=(160, 120), frames=True,
-                            workers=1)
-    return root
+@pytest.fixture
+def frames_root(tiny_frames_dataset) -> Path:
+    """The tiny synthetic dataset with JPEG frame folders (tests/conftest.py): 2 train videos, 1 val, 160x120."""
+    return tiny_frames_dataset
 
 
 def _dataset(root, split="train", train=True, resize="square", **kwargs):

@@ -15,18 +15,8 @@ from bmvit import engine, trainer
 from bmvit.data import loader
 from bmvit.checkpoint import load_tensors
 from bmvit.config import ConfigError, load_config
-from bmvit.data.synthetic import write_synthetic_dataset
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic_tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def frames_dataset(tmp_path_factory) -> Path:
-    """The tiny synthetic dataset with frame folders too (2 train videos, 1 val, 160x120, 6 s)."""
-    root = tmp_path_factory.mktemp("synth_frames")
-    write_synthetic_dataset(root, seed=3, num_videos=2, num_val_videos=1, seconds=6, size=(160, 120), frames=True,
-                            workers=1)
-    return root
 
 
 def _config(root, out_dir, tiny_overrides, **extra):
@@ -76,11 +66,11 @@ def _break_frames(root: Path) -> list[str]:
     return [missing.name, corrupt.name]
 
 
-def test_unreadable_frames_are_skipped_named_and_counted(frames_dataset, tmp_path, tiny_overrides, caplog):
+def test_unreadable_frames_are_skipped_named_and_counted(tiny_frames_dataset, tmp_path, tiny_overrides, caplog):
     import shutil
 
     root = tmp_path / "data"
-    shutil.copytree(frames_dataset, root)
+    shutil.copytree(tiny_frames_dataset, root)
     names = _break_frames(root)
     extra = {"data.source": "frames", "train.epochs": 1, "data.max_bad_clips": 0.5}
     with caplog.at_level("WARNING", logger="bmvit.train"):

@@ -327,17 +327,22 @@ class FrameFolderSource(_ClipReading):
             decoded = {i: self._decode(i) for i in decoded}
         return np.stack([decoded[i][0] for i in indices])
 
-    def _decode(self, index: int, min_size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-        """The frame as ``uint8 [H, W, 3]`` RGB, and its stored (H, W)."""
+    def _read_file(self, index: int) -> tuple[bytes, str, str]:
+        """Frame ``index``'s file: its bytes, its path, and how errors name the frame (video, index, time).
+        An index outside the video raises IndexError, a missing file FileNotFoundError."""
         path = self.frame_path(index)
         where = f"video {self.video_id}: frame {index} (t={index / self._fps:.3f} s)"
         if not 0 <= index < self.num_frames:
             raise IndexError(f"{where} is outside the video's {self.num_frames} frames")
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                return f.read(), path, where
         except FileNotFoundError:
             raise FileNotFoundError(f"{where} is missing: {path}") from None
+
+    def _decode(self, index: int, min_size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """The frame as ``uint8 [H, W, 3]`` RGB, and its stored (H, W)."""
+        data, path, where = self._read_file(index)
         codec = _image_codec(path)
         if min_size is not None and codec == "mjpeg" and data and not self._full_size_for.get(min_size):
             frame, full_size = _decode_jpeg_draft(data, min_size, where, path)
@@ -363,17 +368,9 @@ class FrameFolderSource(_ClipReading):
         files: dict[int, bytes] = {}
         sizes: dict[int, tuple[int, int]] = {}
         for index in dict.fromkeys(int(i) for i in indices):
-            path = self.frame_path(index)
-            where = f"video {self.video_id}: frame {index} (t={index / self._fps:.3f} s)"
-            if not 0 <= index < self.num_frames:
-                raise IndexError(f"{where} is outside the video's {self.num_frames} frames")
+            data, path, where = self._read_file(index)
             if _image_codec(path) != "mjpeg":
                 raise ValueError(f"{where}: {path} is not a JPEG file; decoding on the device reads JPEG frames only")
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{where} is missing: {path}") from None
             try:
                 width, height = Image.open(io.BytesIO(data), formats=("JPEG",)).size
             except (*_PIL_ERRORS, Image.DecompressionBombError) as e:
