@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from bmvit.data.ava import BoxRows, read_annotations, read_detections, read_label_map
 from bmvit.bench.evaluator import bench_evaluator, write_benchmark_files
 from bmvit.evaluation.frame_map import evaluate_ava, evaluate_ava_files, voc_average_precision
+from bmvit.evaluation.tie_order import legacy_argsort
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "ava_eval_example"
 LABELS = {1: "a", 2: "b", 3: "c"}
@@ -320,7 +321,7 @@ def reference_evaluate(gt_path, det_path, label_map, exclusions, protocol):
         if s.size == 0:
             per_class[c - 1] = 0.0
             continue
-        order = np.argsort(s)[::-1]
+        order = legacy_argsort(s)[::-1]  # the official np.argsort under its NumPy (1.23; test_tie_order.py)
         tp = lab.astype(int)[order]
         ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
         precision = list(ctp.astype(float) / (ctp + cfp))

@@ -13,6 +13,7 @@ from bmvit.box_ops import act_pixel_iou_numpy, matched_box_iou_numpy
 from bmvit.data.ava import BoxRows, write_ava_csv
 from bmvit.data.ucf_jhmdb import TubeAnnotations
 from bmvit.evaluation.frame_map import evaluate_ava
+from bmvit.evaluation.tie_order import legacy_argsort
 from bmvit.evaluation.ucf_jhmdb import (
     act_average_precision,
     act_groundtruth_rows,
@@ -136,8 +137,11 @@ def test_tied_scores_are_ranked_as_act_ranks_them():
         (2, 3, 1, 0): 19 / 24,  # TP FP TP FP: (1,.5) (.5,.5) (2/3,1) (.5,1) -> .5 + .5*(.5+2/3)/2
         (3, 2, 0, 1): 1 / 3,    # FP TP FP TP: (0,0) (.5,.5) (1/3,.5) (.5,1) -> .125 + .5*(1/3+.5)/2
     }
-    act_rank = tuple(np.argsort(-np.array([0.8, 0.8, 0.9, 0.9], dtype=np.float32)).tolist())
-    want = expected[act_rank]  # (3, 2, 1, 0) with numpy 2.4 on AVX2: both pairs of ties reversed
+    # ACT's NumPy sorts an array this short by insertion, which keeps ties in place: d2, d3, d0, d1. (NumPy
+    # 2.4's SIMD sort on AVX2 gives (3, 2, 1, 0), both pairs reversed: 5/12; bmvit scores as ACT's NumPy did.)
+    act_rank = tuple(legacy_argsort(-np.array([0.8, 0.8, 0.9, 0.9], dtype=np.float32)).tolist())
+    assert act_rank == (2, 3, 0, 1)
+    want = expected[act_rank]
     # The file order differs from ACT's (frame 2 first): the rows are put in ACT's order before the sort.
     assert evaluate_frame_ap(gt, rows([d2, d3, d0, d1]), LABELS).ap_by_id()[1] == pytest.approx(want, abs=1e-6)
     # Across videos, the split's list order decides: video "b" before "a" as listed, not by name.
@@ -212,7 +216,7 @@ def act_frame_ap_reference(gttubes, per_frame, vlist, num_labels, th=0.5):
         pr = np.empty((dets.shape[0] + 1, 2), dtype=np.float32)
         pr[0] = (1.0, 0.0)
         tp = fp = 0
-        for i, j in enumerate(np.argsort(-dets[:, 3])):
+        for i, j in enumerate(legacy_argsort(-dets[:, 3])):  # ACT's np.argsort under its NumPy (test_tie_order.py)
             key = (int(dets[j, 0]), int(dets[j, 1]))
             hit = False
             if key in gt:

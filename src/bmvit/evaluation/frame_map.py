@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bmvit.data.ava import BoxRows, read_annotations, read_detections, read_exclusions, read_label_map
+from bmvit.evaluation.tie_order import legacy_argsort
 
 AVA_PROTOCOLS = ("activitynet", "slowfast")
 IOU_THRESHOLD = 0.5
@@ -109,7 +110,8 @@ def evaluate_ava(
       detections on key frames without ground truth of their class are false positives;
     - per class, all detections are concatenated in key-frame order (first appearance in the file) and
       sorted with ``np.argsort(scores)[::-1]`` (not stable: tied scores keep the official order because
-      the same call is made on the same array); AP is the area under the precision envelope (VOC);
+      the same sort is made on the same array: ``tie_order.legacy_argsort``, NumPy 1.23's order, which
+      the official evaluator runs under, on any NumPy); AP is the area under the precision envelope (VOC);
     - a class with ground truth but no detection scores 0; a class without ground truth is None and is
       left out of the mean (``np.nanmean``).
 
@@ -504,7 +506,8 @@ def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> fl
 
     Args:
         scores: [N] float64 in the official concatenation order (it decides the order of tied scores,
-            through ``np.argsort(scores)[::-1]``, which is not a stable sort).
+            through ``np.argsort(scores)[::-1]``, which is not a stable sort; sorted here as NumPy 1.23 sorts,
+            ``tie_order.legacy_argsort``).
         tp: [N] bool true-positive flags.
         num_gt: ground-truth boxes of the class (> 0).
 
@@ -513,7 +516,7 @@ def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> fl
     """
     if scores.size == 0:
         return 0.0
-    order = np.argsort(scores)[::-1]
+    order = legacy_argsort(scores)[::-1]
     tp_sorted = tp.astype(int)[order]
     cum_tp = np.cumsum(tp_sorted)
     cum_fp = np.cumsum(1 - tp_sorted)

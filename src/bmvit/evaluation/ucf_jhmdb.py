@@ -13,7 +13,8 @@ What ACT does, per class:
   (videos in the split's list order, frames ascending, then the per-frame order), boxes in pixels (the
   network's normalised output times the video's width and height); the class's rows are ranked by
   ``np.argsort(-score)``: numpy's default (quicksort, not stable) on the float32 scores, so the order of
-  tied scores is whatever that sort makes of this particular array;
+  tied scores is whatever that sort makes of this particular array (here the scalar sort of the NumPy ACT
+  ran under, whatever NumPy runs bmvit: ``tie_order``);
 - each detection, best first, is compared with the ground-truth boxes of its frame that are still
   unmatched (a matched box is deleted), by ``iou2d`` with the ``+1`` pixel convention (``area = (x2 - x1 +
   1) * (y2 - y1 + 1)``); it is a true positive when the best of these IoUs is ``>= 0.5`` (first maximum on
@@ -47,6 +48,7 @@ import numpy as np
 from bmvit.box_ops import act_pixel_iou_numpy, matched_box_iou_numpy
 from bmvit.data.ava import BoxRows
 from bmvit.evaluation.frame_map import ClassAP, FrameMapResult, _class_ids, _dense_class, _keyframe_codes
+from bmvit.evaluation.tie_order import legacy_argsort
 
 logger = logging.getLogger("bmvit.evaluation")
 
@@ -159,7 +161,8 @@ def _act_ranking(
 
     ACT's array holds the rows by (video in list order, frame), in their per-frame order; each class's slice
     is sorted by ``np.argsort(-score)`` on float32 scores with numpy's default kind. That sort is not stable,
-    so tied scores come out in an order that depends on the whole array: to reproduce it, the same call is
+    so tied scores come out in an order that depends on the whole array and on the sort's algorithm: to
+    reproduce it, the same sort (``tie_order.legacy_argsort``, the scalar introsort ACT's NumPy ran) is
     made on an array with the same values in the same order.
 
     Returns:
@@ -174,7 +177,7 @@ def _act_ranking(
     by_class = grouped.copy()
     for c in range(num_classes):
         members = grouped[bounds[c]:bounds[c + 1]]
-        by_class[bounds[c]:bounds[c + 1]] = members[np.argsort(-score[members])]
+        by_class[bounds[c]:bounds[c + 1]] = members[legacy_argsort(-score[members])]
     return by_class, bounds
 
 
