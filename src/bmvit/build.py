@@ -14,7 +14,6 @@ and trainer reach every family through ``family_of(model)`` only.
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 import warnings
@@ -503,7 +502,7 @@ def decoding_loader(
     where and why; its message is empty where a model on the CPU leaves ``auto`` nothing to choose.
     """
     from bmvit import distributed as dist_utils
-    from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, nvjpeg_decoder
+    from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, encoded_items, nvjpeg_decoder
 
     setting = setting or cfg.decode
     said = because or f"data.decode={setting}"
@@ -520,10 +519,7 @@ def decoding_loader(
         return make(items), Decoding("workers", message)
 
     def on_device() -> DeviceDecodedBatches:
-        encoded = copy.copy(items)
-        encoded.dataset = copy.copy(base)
-        encoded.dataset.encoded_frames = True
-        return DeviceDecodedBatches(make(encoded), base.apply_transform, decoder, device, on_bad=on_bad)
+        return DeviceDecodedBatches(make(encoded_items(items)), base.apply_transform, decoder, device, on_bad=on_bad)
 
     if setting == "device":
         return on_device(), Decoding("device", f"JPEG frames decoded on the device by {why} ({said})")

@@ -20,7 +20,7 @@ from bmvit.build import decoding_loader
 from bmvit.config import ConfigError, load_config
 from bmvit.data import device_decode
 from bmvit.data.dataset import AVADataset, collate_fn
-from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, pyav_decoder
+from bmvit.data.device_decode import DeviceDecodedBatches, compare_loaders, encoded_items, pyav_decoder
 from bmvit.data.encoded import EncodedBatch, EncodedClip
 from bmvit.data.loader import EvalItems, SeededItems, ShardSampler, create_loader
 from bmvit.data.transforms import resize_uint8_in_float
@@ -41,23 +41,13 @@ def _dataset(root, split="train", train=True, resize="square", **kwargs):
                       resize=resize, output="uint8", **(AUGMENT if train else {}), **kwargs)
 
 
-def _pairs(items, encoded_items, batch_size=3, workers=0):
+def _pairs(items, batch_size=3, workers=0):
     """The same batches through the worker path and through the device path (PyAV on the CPU as the decoder)."""
     sampler = ShardSampler(len(items), 0, 1, shuffle=True, seed=2, batch_size=batch_size)
     plain = create_loader(items, sampler, batch_size, workers, 0)
-    base = encoded_items.dataset
-    device = DeviceDecodedBatches(create_loader(encoded_items, sampler, batch_size, workers, 0), base.apply_transform,
-                                  pyav_decoder("cpu"), "cpu")
+    device = DeviceDecodedBatches(create_loader(encoded_items(items), sampler, batch_size, workers, 0),
+                                  items.dataset.apply_transform, pyav_decoder("cpu"), "cpu")
     return list(zip(plain, device))
-
-
-def _encoded(items):
-    import copy
-
-    out = copy.copy(items)
-    out.dataset = copy.copy(items.dataset)
-    out.dataset.encoded_frames = True
-    return out
 
 
 def _assert_same_targets(a: dict, b: dict) -> None:
@@ -69,10 +59,11 @@ def _assert_same_targets(a: dict, b: dict) -> None:
             assert value == b[key], key
 
 
-@pytest.mark.parametrize("resize", ["square", "short_side", "letterbox"])
-def test_the_device_path_gives_the_worker_paths_clips_and_targets(frames_root, resize):
+@pytest.mark.parametrize("resize,workers", [("square", 0), ("short_side", 0), ("letterbox", 0), ("short_side", 2)])
+def test_the_device_path_gives_the_worker_paths_clips_and_targets(frames_root, resize, workers):
+    """Two workers: the item's seed travels with its undecoded clip from the worker process."""
     items = SeededItems(_dataset(frames_root, resize=resize), seed=11)
-    pairs = _pairs(items, _encoded(items))
+    pairs = _pairs(items, workers=workers)
     assert len(pairs) == 2  # 6 training key frames, batches of 3
     jittered = 0
     for (clips, targets), (dclips, dtargets) in pairs:
@@ -88,7 +79,7 @@ def test_evaluation_items_have_no_seed_and_match_too(frames_root):
     items = EvalItems(_dataset(frames_root, "val", train=False, resize="letterbox"), (3, 4, 64, 64))
     sampler = ShardSampler(len(items), 0, 1, shuffle=False)
     plain = list(create_loader(items, sampler, 4, 0, 0))
-    encoded = _encoded(items)
+    encoded = encoded_items(items)
     device = list(DeviceDecodedBatches(create_loader(encoded, sampler, 4, 0, 0), encoded.dataset.apply_transform,
                                        pyav_decoder("cpu"), "cpu", on_bad="zero"))
     for (clips, targets), (dclips, dtargets) in zip(plain, device, strict=True):
@@ -99,7 +90,7 @@ def test_evaluation_items_have_no_seed_and_match_too(frames_root):
 
 
 def test_workers_hand_over_the_files_undecoded_with_their_seed(frames_root):
-    items = _encoded(SeededItems(_dataset(frames_root), seed=11))
+    items = encoded_items(SeededItems(_dataset(frames_root), seed=11))
     clip, target = items[(0, 5)]
     assert isinstance(clip, EncodedClip) and clip.num_frames == 4 and clip.stored_size == (120, 160)
     assert clip.seed == hash((11, 0, 5)) % (2**31)
@@ -118,8 +109,8 @@ def test_a_truncated_frame_is_found_in_the_worker_and_skipped_as_before(frames_r
     path = Path(dataset.source(dataset.keyframes[index].video_id).frame_path(int(dataset.frame_indices(index)[1])))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"key frame .*: video .* frame \d+ .*no JPEG end marker; truncated"):
-        _encoded(SeededItems(dataset, seed=0)).dataset.read_encoded(index)
-    clip, target = _encoded(SeededItems(dataset, seed=0))[(0, index)]
+        encoded_items(SeededItems(dataset, seed=0)).dataset.read_encoded(index)
+    clip, target = encoded_items(SeededItems(dataset, seed=0))[(0, index)]
     assert isinstance(clip, EncodedClip) and "no JPEG end marker" in target["bad_clips"][0]
 
 
@@ -138,7 +129,7 @@ class _RefusingDecoder:
 
 
 def _batch_of(root, n=3, seed=3):
-    items = _encoded(SeededItems(_dataset(root), seed=seed))
+    items = encoded_items(SeededItems(_dataset(root), seed=seed))
     return items, collate_fn([items[(0, i)] for i in range(n)])
 
 

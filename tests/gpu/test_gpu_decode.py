@@ -6,14 +6,13 @@ torchvision's nvJPEG decoder cannot be had. The same logic is checked on CPU, wi
 for nvJPEG, in tests/data/test_device_decode.py.
 """
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
 
 from bmvit.data.dataset import AVADataset
-from bmvit.data.device_decode import DeviceDecodedBatches, nvjpeg_decoder, pyav_decoder
+from bmvit.data.device_decode import DeviceDecodedBatches, encoded_items, nvjpeg_decoder, pyav_decoder
 from bmvit.data.loader import SeededItems, ShardSampler, create_loader
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -31,13 +30,6 @@ def cuda_decoder():
 def frames_root(tiny_frames_dataset) -> Path:
     """The tiny synthetic dataset with JPEG frame folders (tests/conftest.py): 2 train videos, 1 val, 160x120."""
     return tiny_frames_dataset
-
-
-def _encoded(items):
-    out = copy.copy(items)
-    out.dataset = copy.copy(items.dataset)
-    out.dataset.encoded_frames = True
-    return out
 
 
 def test_nvjpeg_frames_are_within_jpeg_decoder_noise_of_pyavs(frames_root, cuda_decoder):
@@ -63,7 +55,7 @@ def test_the_device_path_matches_the_worker_path_on_cuda(frames_root, cuda_decod
     items = SeededItems(dataset, seed=5)
     sampler = ShardSampler(len(items), 0, 1, shuffle=True, seed=1, batch_size=4)
     plain = create_loader(items, sampler, 4, 2, 0, torch.device("cuda"))
-    encoded = _encoded(items)
+    encoded = encoded_items(items)
     device = DeviceDecodedBatches(create_loader(encoded, sampler, 4, 2, 0, torch.device("cuda")),
                                   encoded.dataset.apply_transform, cuda_decoder, "cuda")
     worst = 0.0

@@ -7,7 +7,6 @@ such roots), each against Pillow's full-size decode of the same JPEGs.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import os
 import random
@@ -176,7 +175,7 @@ def bench_device_decoding(root: str | os.PathLike, device, *, workers: Iterable[
     from PIL import Image
 
     from bmvit.data.dataset import AVADataset, collate_fn
-    from bmvit.data.device_decode import DeviceDecodedBatches, loader_rate, nvjpeg_decoder
+    from bmvit.data.device_decode import DeviceDecodedBatches, encoded_items, loader_rate, nvjpeg_decoder
     from bmvit.data.loader import SeededItems
 
     device = torch.device(device)
@@ -188,8 +187,7 @@ def bench_device_decoding(root: str | os.PathLike, device, *, workers: Iterable[
     dataset = AVADataset(root, "train", source="frames", num_frames=num_frames, input_size=size, train=True,
                          output="uint8")
     items = SeededItems(dataset, seed)
-    encoded = SeededItems(copy.copy(dataset), seed)
-    encoded.dataset.encoded_frames = True
+    encoded = encoded_items(items)
     order = list(range(len(dataset)))
     random.Random(seed).shuffle(order)
     keys = [(0, order[i % len(order)]) for i in range((batches + 1) * batch_size)]  # cycles a small root

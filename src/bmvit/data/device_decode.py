@@ -29,6 +29,7 @@ without measuring.
 
 from __future__ import annotations
 
+import copy
 import gc
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -81,6 +82,15 @@ def pyav_decoder(device: torch.device | str = "cpu") -> JpegDecoder:
                 for f in files]
 
     return decode
+
+
+def encoded_items(items: Any) -> Any:
+    """A copy of ``items`` (``loader.SeededItems`` or ``loader.EvalItems`` over a ``KeyFrameDataset``) whose
+    dataset hands over clips undecoded (``encoded_frames``); ``items`` itself is left as it is."""
+    out = copy.copy(items)
+    out.dataset = copy.copy(items.dataset)
+    out.dataset.encoded_frames = True
+    return out
 
 
 class DeviceDecodedBatches:
@@ -251,6 +261,7 @@ __all__ = [
     "DeviceDecodedBatches",
     "JpegDecoder",
     "compare_loaders",
+    "encoded_items",
     "loader_rate",
     "nvjpeg_decoder",
     "pyav_decoder",
