@@ -14,8 +14,9 @@ read the files (``KeyFrameDataset(encoded_frames=True)``: ``EncodedClip`` items)
    gets from the default pipeline: nothing downstream changes.
 
 The clips equal the worker path's up to the decoders (nvJPEG's and libjpeg's inverse DCT and chroma
-upsampling differ in the last bits; the worker path may decode at a DCT-scaled size) and the uint8
-rounding of the resize (done in float on the GPU: torch's uint8 resize kernel is CPU-only).
+upsampling differ) and the uint8 rounding of the resize (done in float on the GPU: torch's uint8 resize
+kernel is CPU-only). The targets are identical where the worker path decodes at the stored size; where it
+decodes large frames smaller (DCT scaling), its crop windows round to other pixels of the smaller frame.
 
 A frame nvJPEG refuses is decoded again by PyAV on the CPU; a frame neither decodes is a bad clip,
 handled as the worker path handles one (``on_bad``): dropped from its training batch and counted in the
