@@ -175,30 +175,29 @@ class SetCriterion(nn.Module):
             self._check(outputs, targets)
         device = outputs["pred_boxes"].device
         num_boxes, num_actors = self._num_boxes(targets, device)
-        actor_indices = _actor_matches(indices, targets)
+        actor_indices = self._actor_matches(indices, targets)
         batch_idx, token_idx = _token_index(actor_indices, device)
 
         losses = {
             "loss_actor": self._actor_loss(outputs["pred_actor"], batch_idx, token_idx),
-            **self._matched_losses(outputs, targets, indices, num_boxes, num_actors),
+            **self._matched_losses(outputs, targets, indices, actor_indices, num_boxes, num_actors),
         }
         if self.o2m_weight > 0:
             o2m_indices = self.match(outputs, targets, repeats=self.o2m_repeats)
-            o2m = self._matched_losses(outputs, targets, o2m_indices, num_boxes * self.o2m_repeats,
-                                       num_actors * self.o2m_repeats)
+            o2m = self._matched_losses(outputs, targets, o2m_indices, self._actor_matches(o2m_indices, targets),
+                                       num_boxes * self.o2m_repeats, num_actors * self.o2m_repeats)
             losses.update({f"{name}_o2m": value for name, value in o2m.items()})
         losses = {name: self.weight_dict[name] * value for name, value in losses.items()}
         losses["loss"] = sum(losses.values())
         return losses
 
     def _matched_losses(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: MatchIndices,
-                        num_boxes: float, num_actors: float) -> dict[str, Tensor]:
+                        actor_indices: MatchIndices, num_boxes: float, num_actors: float) -> dict[str, Tensor]:
         """Unweighted L1 and GIoU terms of every matched token (over ``num_boxes``) and action term of
         the tokens matched to actors (over ``num_actors``)."""
         device = outputs["pred_boxes"].device
         batch_idx, token_idx = _token_index(indices, device)
         src_boxes = outputs["pred_boxes"][batch_idx, token_idx]  # [K, 4], K matched tokens
-        actor_indices = _actor_matches(indices, targets)
         batch_idx, token_idx = _token_index(actor_indices, device)
         src_actions = outputs["pred_actions"][batch_idx, token_idx]  # [K_actor, C]
         return {
@@ -239,6 +238,11 @@ class SetCriterion(nn.Module):
             return num_actors, num_actors
         return boxes_per_process(sum(len(t["labels"]) for t in targets), device), num_actors
 
+    def _actor_matches(self, indices: MatchIndices, targets: list[dict[str, Tensor]]) -> MatchIndices:
+        """The matched pairs whose target is an actor: all of them unless non-actors were matched too
+        (``nonactor_boxes``), which spares the default step a pass over the targets."""
+        return _actor_pairs(indices, targets) if self.nonactor_boxes else indices
+
     def _check(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> None:
         if "pred_actions" not in outputs:
             raise KeyError(f"model outputs lack 'pred_actions'; got keys {sorted(outputs)}")
@@ -265,9 +269,8 @@ def _actor_rows(labels: Tensor) -> Tensor:
     return torch.nonzero(labels.sum(-1) > 0).flatten()
 
 
-def _actor_matches(indices: MatchIndices, targets: list[dict[str, Tensor]]) -> MatchIndices:
-    """The pairs of ``indices`` whose target row is an actor (a positive class); all of them unless
-    non-actors were matched (``nonactor_boxes``)."""
+def _actor_pairs(indices: MatchIndices, targets: list[dict[str, Tensor]]) -> MatchIndices:
+    """The pairs of ``indices`` whose target row is an actor (a positive class)."""
     out = []
     for (pred_idx, tgt_idx), t in zip(indices, targets):
         keep = (t["labels"].sum(-1) > 0).cpu()[tgt_idx]
