@@ -233,7 +233,7 @@ def data_label_map(cfg: DataConfig) -> dict[int, str]:
     """``{class id: name}`` of the evaluated classes: AVA's label-map file, or every class of the ACT
     ground truth (ids ``1..N`` in the order of its ``labels``)."""
     paths = resolve_data_paths(cfg)
-    if cfg.format in ("ava", "custom"):
+    if cfg.format not in DataConfig.ACT_FORMATS:  # AVA, and an imported root
         from bmvit.data.ava import read_label_map
 
         return read_label_map(paths["label_map"])
@@ -268,7 +268,7 @@ def read_class_info(data_cfg: DataConfig) -> ClassInfo:
         resolve_data_paths(data_cfg)
         info = read_dataset_info(data_cfg.root)
         return ClassInfo(class_ids=sorted(info.classes), label_map=dict(info.classes))
-    if data_cfg.format != "ava":
+    if data_cfg.format in DataConfig.ACT_FORMATS:
         label_map = data_label_map(data_cfg)
         return ClassInfo(class_ids=sorted(label_map), label_map=label_map)
     paths = resolve_data_paths(data_cfg)

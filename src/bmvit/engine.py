@@ -403,7 +403,7 @@ class _Scorer:
 
         self.data_cfg, self.eval_cfg, self.classes, self.dataset = data_cfg, eval_cfg, classes, dataset
         self.paths = resolve_data_paths(data_cfg)
-        if data_cfg.format in ("ava", "custom"):  # an imported root is scored as AVA is
+        if data_cfg.format not in DataConfig.ACT_FORMATS:  # AVA, and an imported root, scored as AVA is
             self.label_map = read_label_map(self.paths["label_map"])
             self.exclusions = read_exclusions(self.paths["exclusions"]) if self.paths["exclusions"] else set()
             self.groundtruth = read_annotations(self.paths["val_csv"], check_boxes=False)
@@ -411,7 +411,7 @@ class _Scorer:
     def __call__(self, det_path: Path) -> tuple[dict[str, Any], dict[str, float]]:
         from bmvit.data.ava import read_detections
 
-        if self.data_cfg.format not in ("ava", "custom"):
+        if self.data_cfg.format in DataConfig.ACT_FORMATS:
             from bmvit.evaluation.ucf_jhmdb import evaluate_act_detections
 
             result = evaluate_act_detections(self.dataset, det_path, self.classes.label_map,
