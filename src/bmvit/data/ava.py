@@ -862,11 +862,18 @@ def image_key(video_id: str, timestamp: int) -> str:
     return f"{video_id},{int(timestamp):04d}"
 
 
+def ava_csv_line(row: tuple) -> str:
+    """One AVA detection row ``(video_id, timestamp, x1, y1, x2, y2, action_id, score)`` as a CSV line (no
+    newline): the timestamp in 4 digits, the box in 4 decimals, the score in 6."""
+    v, s, x1, y1, x2, y2, a, sc = row
+    return f"{v},{s:04d},{x1:.4f},{y1:.4f},{x2:.4f},{y2:.4f},{a},{sc:.6f}"
+
+
 def write_ava_csv(path: str | os.PathLike, rows: list[tuple]) -> None:
     """Write AVA detection rows: ``video_id,timestamp(4 digits),x1,y1,x2,y2,action_id,score``."""
     from bmvit.checkpoint import atomic_write_bytes
 
-    lines = [f"{v},{s:04d},{x1:.4f},{y1:.4f},{x2:.4f},{y2:.4f},{a},{sc:.6f}" for v, s, x1, y1, x2, y2, a, sc in rows]
+    lines = [ava_csv_line(row) for row in rows]
     atomic_write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
 
 __all__ = [
@@ -875,6 +882,7 @@ __all__ = [
     "BoxRows",
     "FrameList",
     "KeyFrame",
+    "ava_csv_line",
     "class_ids_in",
     "group_by_keyframe",
     "image_key",

@@ -373,6 +373,7 @@ def write_live_predictions(predictor: Predictor, source: LiveSource, out_dir: st
     import csv
     import json
 
+    from bmvit.data.ava import ava_csv_line
     from bmvit.inference.timeline import (
         TIMELINE_COLUMNS,
         LiveTimeline,
@@ -406,10 +407,8 @@ def write_live_predictions(predictor: Predictor, source: LiveSource, out_dir: st
         stopped = "stopped by an error"  # what the summary says unless the loop ends or is interrupted
         try:
             for det in predict_live(predictor, source, fps):
-                ids = tracker_.update(det.boxes_xyxy_norm, det.embeddings, det.actor_scores)
-                det = _with_tracks(det, ids)
-                for row in det.to_ava_rows(max_rows_per_keyframe):
-                    ava.write("{},{:04d},{:.4f},{:.4f},{:.4f},{:.4f},{},{:.6f}\n".format(*row))
+                det = tracker_.track(det)
+                ava.writelines(ava_csv_line(row) + "\n" for row in det.to_ava_rows(max_rows_per_keyframe))
                 record = json.dumps(det.to_dict(include_classes=False))
                 lines.write(record + "\n")
                 tracks_csv.writerows(tracks_rows(det))
@@ -447,14 +446,6 @@ def write_live_predictions(predictor: Predictor, source: LiveSource, out_dir: st
                 plot_timeline(segments, outputs.timeline_png, duration_s=max(duration, 1.0),
                               class_names=predictor.class_names, title=f"{vid} (live)")
     return outputs, summary
-
-
-def _with_tracks(det: Detections, ids: list[int]) -> Detections:
-    import dataclasses
-
-    import torch
-
-    return dataclasses.replace(det, track_ids=torch.tensor(ids, dtype=torch.int64))
 
 
 def _asdict(obj) -> dict[str, Any]:

@@ -140,6 +140,12 @@ class ActorTracker:
                 ids[det] = self._start(boxes[det], None if feats is None else feats[det])
         return ids
 
+    def track(self, det: Detections) -> Detections:
+        """A copy of the next key frame's ``det`` with its ``track_ids`` (``update`` on its boxes, embeddings
+        and actor scores)."""
+        ids = self.update(det.boxes_xyxy_norm, det.embeddings, det.actor_scores)
+        return replace(det, track_ids=torch.tensor(ids, dtype=torch.int64))
+
     def _assign_in_stages(self, boxes: Tensor, feats: Tensor | None, scores: Tensor | None) -> list[tuple[int, int]]:
         """``(detection, track index)`` pairs: the confident boxes first, then the others to the tracks left."""
         everything = np.arange(len(boxes))
@@ -214,11 +220,7 @@ def track_detections(detections: Sequence[Detections], options: TrackerOptions |
     Embeddings are used when ``options.appearance_weight > 0`` and the detections carry them.
     """
     tracker = ActorTracker(options)
-    out = []
-    for det in detections:
-        ids = tracker.update(det.boxes_xyxy_norm, det.embeddings, det.actor_scores)
-        out.append(replace(det, track_ids=torch.tensor(ids, dtype=torch.int64)))
-    return out
+    return [tracker.track(det) for det in detections]
 
 
 TRACKS_TOP_ACTIONS = 3
