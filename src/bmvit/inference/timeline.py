@@ -160,11 +160,18 @@ def build_timeline(detections: Sequence[Detections], options: TimelineOptions | 
     for track_id, scores in sorted(_track_scores(detections).items()):
         seen = np.flatnonzero(~np.isnan(scores).all(axis=1))
         first, last = int(seen[0]), int(seen[-1])
-        for c in range(scores.shape[1]):
-            for start, end, mean, peak in segment_scores(times[first : last + 1], scores[first : last + 1, c],
-                                                         options, interval, duration_s):
-                segments.append(ActionSegment(track_id, int(class_ids[c]), class_names[c], start, end, mean, peak))
+        segments += _track_segments(track_id, times[first : last + 1], scores[first : last + 1], class_ids,
+                                    class_names, options, interval, duration_s)
     return segments
+
+
+def _track_segments(track_id: int, times: np.ndarray, scores: np.ndarray, class_ids: Sequence[int],
+                    class_names: Sequence[str], options: TimelineOptions, interval_s: float,
+                    duration_s: float | None) -> list[ActionSegment]:
+    """One track's segments, action column by column: ``times [T]`` seconds, ``scores [T, C]`` (NaN: no box)."""
+    return [ActionSegment(track_id, int(class_ids[c]), class_names[c], start, end, mean, peak)
+            for c in range(scores.shape[1])
+            for start, end, mean, peak in segment_scores(times, scores[:, c], options, interval_s, duration_s)]
 
 
 class LiveTimeline:
@@ -215,10 +222,8 @@ class LiveTimeline:
             for key, row in seen.items():
                 scores[key - first] = row
             times = np.arange(first, last + 1, dtype=np.float64) / self.fps
-            for c in range(len(class_ids)):
-                for start, end, mean, peak in segment_scores(times, scores[:, c], self.options, 1.0 / self.fps,
-                                                             duration_s):
-                    segments.append(ActionSegment(track_id, int(class_ids[c]), class_names[c], start, end, mean, peak))
+            segments += _track_segments(track_id, times, scores, class_ids, class_names, self.options,
+                                        1.0 / self.fps, duration_s)
         return segments
 
 
