@@ -496,7 +496,8 @@ def decoding_loader(
     ``cpu``: in the loader workers (``make(items)``). ``device``: on ``device`` with nvJPEG
     (``data.device_decode``); an error naming the reason when that cannot be done. ``auto``: on the device
     only where that can be done and ``compare_loaders`` measures it faster over ``probe_batches`` batches
-    (the clips/s summed over processes, so every process chooses alike); elsewhere in the workers.
+    (the clips/s summed over processes, so every process chooses alike; a device path that raises while
+    measured, on any process, is not chosen and the message gives its error); elsewhere in the workers.
     ``on_bad``: what the device path does with a clip that does not decode (``DeviceDecodedBatches``).
     ``because``: why ``setting`` overrides ``data.decode``, for the message. The returned ``Decoding`` says
     where and why; its message is empty where a model on the CPU leaves ``auto`` nothing to choose.
@@ -524,11 +525,16 @@ def decoding_loader(
     if setting == "device":
         return on_device(), Decoding("device", f"JPEG frames decoded on the device by {why} ({said})")
     combine = dist_utils.all_reduce_sum if dist_utils.is_dist() else None
-    chosen, rates = compare_loaders({"workers": lambda: make(items), "device": on_device}, probe_batches, device,
-                                    combine)
-    message = (f"data.decode=auto: {rates['device']:.1f} clips/s decoding on the device ({why}), "
-               f"{rates['workers']:.1f} in the loader workers, over {probe_batches} batches: decoding "
-               f"{'on the device' if chosen == 'device' else 'in the workers'}")
+    chosen, rates, errors = compare_loaders({"workers": lambda: make(items), "device": on_device}, probe_batches,
+                                            device, combine, may_fail=("device",))
+    if rates["device"] == float("-inf"):  # failed here, or on another process (its rate summed in)
+        failure = errors.get("device", "on another process")
+        message = (f"data.decode=auto: decoding on the device ({why}) failed while measured ({failure}); "
+                   f"decoding in the loader workers, {rates['workers']:.1f} clips/s over {probe_batches} batches")
+    else:
+        message = (f"data.decode=auto: {rates['device']:.1f} clips/s decoding on the device ({why}), "
+                   f"{rates['workers']:.1f} in the loader workers, over {probe_batches} batches: decoding "
+                   f"{'on the device' if chosen == 'device' else 'in the workers'}")
     return (on_device() if chosen == "device" else make(items)), Decoding(chosen, message)
 
 

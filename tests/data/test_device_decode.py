@@ -191,18 +191,76 @@ class _Timed:
             yield torch.zeros(4, 3, 2, 8, 8, dtype=torch.uint8), [{}] * 4
 
 
+class _Failing:
+    """A fake loader whose first batch raises, as a GPU decoder that does not work would."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __iter__(self):
+        raise self.error
+        yield  # a generator, as a loader's iterator is
+
+
 def test_the_faster_loader_is_chosen_and_both_rates_are_reported():
-    chosen, rates = compare_loaders({"workers": lambda: _Timed(0.05), "device": lambda: _Timed(0.005)}, 4,
-                                    torch.device("cpu"))
-    assert chosen == "device" and rates["device"] > 3 * rates["workers"] > 0
-    chosen, _ = compare_loaders({"workers": lambda: _Timed(0.005), "device": lambda: _Timed(0.05)}, 4,
-                                torch.device("cpu"))
+    chosen, rates, errors = compare_loaders({"workers": lambda: _Timed(0.05), "device": lambda: _Timed(0.005)}, 4,
+                                            torch.device("cpu"))
+    assert chosen == "device" and rates["device"] > 3 * rates["workers"] > 0 and errors == {}
+    chosen, _, _ = compare_loaders({"workers": lambda: _Timed(0.005), "device": lambda: _Timed(0.05)}, 4,
+                                   torch.device("cpu"))
     assert chosen == "workers"
     # Summed over processes: the choice follows the sums, whatever this process measured.
     others = lambda r: r * torch.tensor([1.0, 100.0], dtype=r.dtype)  # noqa: E731 - the other processes' sums
-    chosen, rates = compare_loaders({"workers": lambda: _Timed(0.005), "device": lambda: _Timed(0.05)}, 4,
-                                    torch.device("cpu"), combine=others)
+    chosen, rates, _ = compare_loaders({"workers": lambda: _Timed(0.005), "device": lambda: _Timed(0.05)}, 4,
+                                       torch.device("cpu"), combine=others)
     assert chosen == "device"
+
+
+def test_a_loader_that_may_fail_and_fails_is_not_chosen_on_any_process():
+    broken = TypeError("nvjpeg: bad state\nmore")
+    fast_but_broken = {"workers": lambda: _Timed(0.02), "device": lambda: _Failing(broken)}
+    chosen, rates, errors = compare_loaders(fast_but_broken, 3, torch.device("cpu"), may_fail=("device",))
+    assert chosen == "workers" and rates["device"] == float("-inf") and rates["workers"] > 0
+    assert errors == {"device": "TypeError: nvjpeg: bad state"}
+    # It failed on another process: the sums carry -inf here too, so this process does not choose it either.
+    other_failed = lambda r: r + torch.tensor([10.0, float("-inf")], dtype=r.dtype)  # noqa: E731
+    chosen, rates, errors = compare_loaders({"workers": lambda: _Timed(0.02), "device": lambda: _Timed(0.001)}, 3,
+                                            torch.device("cpu"), combine=other_failed, may_fail=("device",))
+    assert chosen == "workers" and rates["device"] == float("-inf") and errors == {}
+    # A loader not allowed to fail raises; so does a comparison where nothing could be measured.
+    with pytest.raises(OSError, match="disk"):
+        compare_loaders({"workers": lambda: _Failing(OSError("disk")), "device": lambda: _Timed(0.001)}, 3,
+                        torch.device("cpu"), may_fail=("device",))
+    with pytest.raises(RuntimeError, match="no loader could be measured.*TypeError"):
+        compare_loaders({"device": lambda: _Failing(TypeError("x"))}, 3, torch.device("cpu"), may_fail=("device",))
+
+
+def test_auto_decodes_in_the_workers_when_the_device_path_fails_while_measured(frames_root, monkeypatch):
+    """A GPU decoder that imports but does not work (a broken libnvjpeg, say) must not stop a default run.
+    The model is on the CPU here, with the stand-in decoder offered regardless, as in the trainer tests."""
+
+    def broken(device):
+        def decode(files):
+            raise TypeError("nvjpeg handle is not initialised")
+        return decode, "a broken nvJPEG"
+
+    cfg = load_config(CONFIG, [f"data.root={frames_root}", "data.source=frames"]).data
+    items = SeededItems(_dataset(frames_root), seed=0)
+    sampler = ShardSampler(len(items), 0, 1, shuffle=True, seed=2, batch_size=2)
+    monkeypatch.setattr(device_decode, "nvjpeg_decoder", broken)
+    loader, decoding = decoding_loader(cfg, torch.device("cpu"), items,
+                                       lambda d: create_loader(d, sampler, 2, 0, 0), on_bad="drop", probe_batches=2)
+    assert decoding.where == "workers" and decoding.message.startswith(
+        "data.decode=auto: decoding on the device (a broken nvJPEG) failed while measured (TypeError: nvjpeg "
+        "handle is not initialised); decoding in the loader workers, ")
+    clips, targets = next(iter(loader))
+    assert clips.shape == (2, 3, 4, 64, 64) and clips.dtype == torch.uint8
+    # Asked for explicitly, the device path is not second-guessed: its error surfaces.
+    cfg.decode = "device"
+    loader, decoding = decoding_loader(cfg, torch.device("cpu"), items,
+                                       lambda d: create_loader(d, sampler, 2, 0, 0), on_bad="drop")
+    with pytest.raises(TypeError, match="not initialised"):
+        next(iter(loader))
 
 
 def test_without_a_gpu_auto_decodes_in_the_workers_and_device_is_refused(frames_root, monkeypatch):
@@ -268,7 +326,7 @@ def test_a_resumed_auto_run_decodes_where_the_run_it_continues_did(frames_root, 
 
     monkeypatch.setattr(device_decode, "nvjpeg_decoder", _standin)
     monkeypatch.setattr(device_decode, "compare_loaders", lambda make, *a, **k: ("device", {"workers": 1.0,
-                                                                                            "device": 2.0}))
+                                                                                            "device": 2.0}, {}))
     out = tmp_path / "run"
     extra = {"data.source": "frames", "train.epochs": 1, "train.eval_every": 5}
     trainer.fit(load_config(CONFIG, tiny_overrides(frames_root, out, **extra)))

@@ -24,8 +24,23 @@ next clip's ``bad_clips``, or an all-zero clip with an empty target in evaluatio
 
 ``data.decode=auto`` (the default) uses the GPU only where it is measured faster: on a CUDA device, with
 JPEG frame folders and torchvision's GPU decoder importable, ``compare_loaders`` times both pipelines
-over the same batches at start-up and the faster one is kept; anywhere else it decodes in the workers
-without measuring.
+over the same batches at start-up and the faster one is kept (a device path that fails there is not
+kept); anywhere else it decodes in the workers without measuring.
+
+nvJPEG and memory still in use. torchvision allocates the decoded frames on the caller's current stream,
+and nvJPEG (its hardware engine, and torchvision's software path too) writes them without waiting for the
+work already queued on that stream. PyTorch's caching allocator hands out a block as soon as it is freed
+on a stream, while kernels queued there may still read it: a decode right after a training step could
+overwrite activations that step's backward has not read yet, silently. Reported with a reproduction in
+pytorch/vision pull request 9606 (torchvision 0.28, torch 2.13, H100; zero corruptions once the caller's
+stream is drained). Hence two rules here:
+
+- ``nvjpeg_decoder`` drains the current stream before every call (the whole device where the allocator
+  is ``cudaMallocAsync``, whose pools reuse memory across streams);
+- ``DeviceDecodedBatches`` decodes and transforms each batch on a stream of its own. Blocks freed by the
+  training step belong to the training stream and are never handed to an allocation on this one, so
+  draining it waits only for the previous batch's transforms, and the decode still overlaps the step
+  the GPU is running. The training stream waits for the batch's stream before it reads the clips.
 """
 
 from __future__ import annotations
@@ -68,7 +83,14 @@ def nvjpeg_decoder(device: torch.device) -> tuple[JpegDecoder | None, str]:
         return None, (f"torchvision {torchvision.__version__} decodes one JPEG per call on the GPU; "
                       "0.19 or later batches them")
 
+    drain_device = torch.cuda.get_allocator_backend() != "native"
+
     def decode(files: list[Tensor]) -> list[Tensor]:
+        # nvJPEG writes its output before the work queued on the current stream runs (module docstring).
+        if drain_device:
+            torch.cuda.synchronize(device)
+        else:
+            torch.cuda.current_stream(device).synchronize()
         return list(decode_jpeg(files, mode=ImageReadMode.RGB, device=device))
 
     return decode, f"nvJPEG (torchvision {torchvision.__version__}) on {device}"
@@ -127,6 +149,9 @@ class DeviceDecodedBatches:
         self.device = torch.device(device)
         self.fallback = fallback if fallback is not None else pyav_decoder(self.device)
         self.on_bad = on_bad
+        # The batches' own stream (module docstring); made on first use, so that a wrapper built on a
+        # CPU-only machine or pickled never touches CUDA.
+        self._stream: torch.cuda.Stream | None = None
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -143,7 +168,24 @@ class DeviceDecodedBatches:
             yield clips, targets
 
     def decode_batch(self, batch: EncodedBatch, targets: Sequence[dict]) -> tuple[Tensor, list[dict]]:
-        """One batch: ``uint8 [B', 3, T, H, W]`` on the device (B' = B less dropped clips) and its targets."""
+        """One batch: ``uint8 [B', 3, T, H, W]`` on the device (B' = B less dropped clips) and its targets.
+
+        On CUDA the work runs on the batches' own stream; the current stream waits for it before any later
+        use of the clips, so the caller uses them as it would any tensor of its stream."""
+        if self.device.type != "cuda":
+            return self._decode_batch(batch, targets)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        caller = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._stream):
+            clips, out_targets = self._decode_batch(batch, targets)
+        caller.wait_stream(self._stream)
+        # Freed later on the caller's stream: the allocator must not reuse the block before that stream's
+        # kernels have read it.
+        clips.record_stream(caller)
+        return clips, out_targets
+
+    def _decode_batch(self, batch: EncodedBatch, targets: Sequence[dict]) -> tuple[Tensor, list[dict]]:
         encoded = [c for c in batch.clips if isinstance(c, EncodedClip)]
         frames = self._decode([f for c in encoded for f in c.files()])
         out_clips: list[Tensor] = []
@@ -239,23 +281,38 @@ def _to_device(clips: Tensor, device: torch.device) -> None:
 
 
 def compare_loaders(make: dict[str, Callable[[], Iterable]], num_batches: int, device: torch.device,
-                    combine: Callable[[Tensor], Tensor] | None = None) -> tuple[str, dict[str, float]]:
-    """The faster of several ways to load the same batches, and each one's clips/s (``loader_rate``).
+                    combine: Callable[[Tensor], Tensor] | None = None,
+                    may_fail: Sequence[str] = ()) -> tuple[str, dict[str, float], dict[str, str]]:
+    """The faster of several ways to load the same batches, each one's clips/s (``loader_rate``), and why
+    those that failed did.
 
     ``make`` maps a name to a function returning a fresh loader; each is made, measured and dropped in
     turn (its workers end before the next starts). ``combine`` sums the rates over processes (distributed
     training), so that every process makes the same choice. A tie keeps the first name.
+
+    A loader named in ``may_fail`` that raises while measured gets the rate ``-inf`` (so it is chosen by
+    no process, whichever process it failed on) and its error in the third result; any other error is
+    raised, and so is a RuntimeError naming the errors when no loader could be measured.
     """
     names = list(make)
     measured_rates = []
+    errors: dict[str, str] = {}
     for name in names:
-        measured_rates.append(loader_rate(make[name](), num_batches, device))
+        try:
+            measured_rates.append(loader_rate(make[name](), num_batches, device))
+        except Exception as e:  # an optional path (the GPU decoder) failing is a measurement: it is slower
+            if name not in may_fail:
+                raise
+            errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+            measured_rates.append(float("-inf"))
         gc.collect()  # the measured loader's workers end here, not while the next one is measured
     rates = torch.tensor(measured_rates, dtype=torch.float64)
     if combine is not None:
         rates = combine(rates)
+    if not bool(torch.isfinite(rates).any()):
+        raise RuntimeError(f"no loader could be measured: {errors}")
     measured = {name: float(rate) for name, rate in zip(names, rates.tolist())}
-    return names[int(torch.argmax(rates))], measured
+    return names[int(torch.argmax(rates))], measured, errors
 
 
 __all__ = [
