@@ -63,6 +63,9 @@ cat "$REPORT/environment.log" >>"$REPORT/report.txt"
 # The gpu-marked tests: CPU-equal tokens (TF32 off), a bf16 MViTv2-S 16x256 train step with a gradient on
 # every parameter, the SDPA kernel used, matcher/criterion on GPU = CPU, NCCL collectives, predict on GPU = CPU.
 step gpu_tests 200 $PY -m pytest -q -m gpu -p no:cacheprovider tests/gpu -rA
+# What the decoding tests printed (nvJPEG against PyAV, against the worker path, the memory-hazard trials).
+grep -E "^(nvJPEG vs PyAV|device path vs worker path|torchvision's decode_jpeg alone|data.decode=auto)" \
+    "$REPORT/gpu_tests.log" >>"$REPORT/report.txt" || true
 
 # Training under torchrun on the synthetic dataset: one epoch with evaluation, then --resume for one more.
 DATA="$WORK/data" RUN="$WORK/run"
