@@ -37,16 +37,20 @@ def write_model_file(path: Path, resize: str = "square", seed: int = 0, threshol
 
 
 def write_video(path: Path, num_frames: int, size: tuple[int, int] = (96, 128), fps: int = 30,
-                faststart: bool = False) -> Path:
-    """An H.264 MP4 of ``num_frames`` frames (H, W = ``size``): a bright bar that widens every frame."""
+                faststart: bool = False, *, container_format: str | None = None, keyint: int = 15,
+                noise_seed: int | None = None) -> Path:
+    """An H.264 video of ``num_frames`` frames (H, W = ``size``): a bright bar that widens every frame, on a
+    flat background or, with ``noise_seed``, on noise (which makes the file as large as camera footage).
+    The container comes from the extension unless ``container_format`` names one."""
     options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:  # the container from the extension
+    rng = np.random.default_rng(noise_seed) if noise_seed is not None else None
+    with av.open(str(path), "w", format=container_format, options=options) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = size[1], size[0]
         stream.pix_fmt = "yuv420p" if size[0] % 2 == 0 and size[1] % 2 == 0 else "yuv444p"
-        stream.options = {"preset": "ultrafast", "x264-params": "keyint=15:threads=1"}
+        stream.options = {"preset": "ultrafast", "x264-params": f"keyint={keyint}:threads=1"}
         for i in range(num_frames):
-            image = np.full((*size, 3), 40, np.uint8)
+            image = np.full((*size, 3), 40, np.uint8) if rng is None else rng.integers(0, 256, (*size, 3), np.uint8)
             image[size[0] // 4 : 3 * size[0] // 4, : 1 + (i * 3) % size[1]] = (50 + 7 * i) % 256
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = i

@@ -33,36 +33,23 @@ from bmvit.inference.timeline import LiveTimeline, TimelineOptions, build_timeli
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _noise_video(path: Path, container_format: str | None = None, options: dict | None = None) -> Path:
+def _noise_video(make_video, path: Path, container_format: str | None = None, faststart: bool = False) -> Path:
     """6 s at 25 fps, 96x128 of noise over a moving bar. Noise makes the file large (about 1 MB), as a real
     stream's bytes are: half of it holds far more than FFmpeg probes before the first frame."""
-    import av
-
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w", format=container_format, options=options or {}) as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
-        stream.options = {"preset": "ultrafast", "x264-params": "keyint=25:threads=1"}
-        for i in range(150):
-            image = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-            image[24:72, : 1 + (i * 3) % 128] = 200
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
+    return make_video(path, 150, fps=25, faststart=faststart, container_format=container_format, keyint=25,
+                      noise_seed=0)
 
 
 @pytest.fixture(scope="module")
-def stream_file(tmp_path_factory) -> Path:
+def stream_file(tmp_path_factory, make_video) -> Path:
     """The same video as MPEG-TS, a container made for streams: cut anywhere, its reader waits for more."""
-    return _noise_video(tmp_path_factory.mktemp("live") / "noise.ts", "mpegts")
+    return _noise_video(make_video, tmp_path_factory.mktemp("live") / "noise.ts", "mpegts")
 
 
 @pytest.fixture(scope="module")
-def video_file(tmp_path_factory) -> Path:
+def video_file(tmp_path_factory, make_video) -> Path:
     """The noise video as an MP4 with its index first (an MP4 FFmpeg can read from a pipe)."""
-    return _noise_video(tmp_path_factory.mktemp("live") / "noise.mp4", options={"movflags": "faststart"})
+    return _noise_video(make_video, tmp_path_factory.mktemp("live") / "noise.mp4", faststart=True)
 
 
 def test_live_source_names():
