@@ -142,7 +142,7 @@ class SetCriterion(nn.Module):
         self._check(outputs, targets)
         if self.nonactor_boxes:
             rows = [torch.arange(len(t["labels"]), device=t["labels"].device) for t in targets]
-            matched = [{"boxes": t["boxes"], "labels": t["labels"], "is_actor": t["labels"].sum(-1) > 0}
+            matched = [{"boxes": t["boxes"], "labels": t["labels"], "is_actor": _is_actor(t["labels"])}
                        for t in targets]
         else:
             rows = [_actor_rows(t["labels"]) for t in targets]
@@ -257,23 +257,29 @@ class SetCriterion(nn.Module):
             if boxes.ndim != 2 or labels.ndim != 2 or len(boxes) != len(labels) or labels.shape[1] != self.num_classes:
                 raise ValueError(f"targets[{b}] must have boxes [M, 4] and labels [M, {self.num_classes}], "
                                  f"got boxes {tuple(boxes.shape)} and labels {tuple(labels.shape)}")
-            if "is_actor" in target and not torch.equal(target["is_actor"].bool().cpu(), (labels.sum(-1) > 0).cpu()):
+            if "is_actor" in target and not torch.equal(target["is_actor"].bool().cpu(), _is_actor(labels).cpu()):
                 raise ValueError(f"targets[{b}]['is_actor'] must be True exactly where a labels row has a positive "
                                  "class (an actor); got a person marked otherwise")
+
+
+def _is_actor(labels: Tensor) -> Tensor:
+    """``[M]`` bool: which rows of a multi-hot ``[M, C]`` label matrix are actors (at least one positive
+    class); the others are people who are not actors."""
+    return labels.sum(-1) > 0
 
 
 def _actor_rows(labels: Tensor) -> Tensor:
     """Indices of the rows of a multi-hot ``[M, C]`` label matrix with at least one positive class."""
     if labels.ndim != 2:
         raise ValueError(f"target labels must be [M, C] multi-hot, got {tuple(labels.shape)}")
-    return torch.nonzero(labels.sum(-1) > 0).flatten()
+    return torch.nonzero(_is_actor(labels)).flatten()
 
 
 def _actor_pairs(indices: MatchIndices, targets: list[dict[str, Tensor]]) -> MatchIndices:
     """The pairs of ``indices`` whose target row is an actor (a positive class)."""
     out = []
     for (pred_idx, tgt_idx), t in zip(indices, targets):
-        keep = (t["labels"].sum(-1) > 0).cpu()[tgt_idx]
+        keep = _is_actor(t["labels"]).cpu()[tgt_idx]
         out.append((pred_idx[keep], tgt_idx[keep]))
     return out
 
