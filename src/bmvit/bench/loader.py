@@ -72,8 +72,6 @@ def bench_loader_root(root: str | os.PathLike, num_frames: int = 16, size: int =
     ``decoded_size_at_min_size`` and ``runs_s`` (seconds of each pass). For one core, run the benchmark
     under ``taskset -c 0`` with ``--threads 1``.
     """
-    from PIL import Image
-
     from bmvit.data.dataset import AVADataset, collate_fn
 
     root = Path(root)
@@ -93,8 +91,7 @@ def bench_loader_root(root: str | os.PathLike, num_frames: int = 16, size: int =
 
         def pillow(jpegs=jpegs) -> None:
             for paths in jpegs:
-                for p in paths:
-                    np.asarray(Image.open(p).convert("RGB"))
+                _pillow_full_decode(paths)
 
         def read(min_size, dataset=dataset, order=order) -> None:
             for i in order:
@@ -144,6 +141,14 @@ def _read_clip(dataset, index: int, min_size: tuple[int, int] | None):
     return src.read_frames(dataset.frame_indices(index), min_size=min_size)
 
 
+def _pillow_full_decode(paths: Iterable[str]) -> None:
+    """The reference of the loader benchmarks: each JPEG decoded at full size by Pillow, on this core."""
+    from PIL import Image
+
+    for p in paths:
+        np.asarray(Image.open(p).convert("RGB"))
+
+
 def _clip_jpegs(root: Path, dataset, index: int) -> list[str] | None:
     """The frame files of key frame ``index``'s clip in ``root/frames`` (None without frame folders)."""
     from bmvit.data.video import FrameFolderSource
@@ -172,7 +177,6 @@ def bench_device_decoding(root: str | os.PathLike, device, *, workers: Iterable[
     ``device_decode.JpegDecoder`` for ``device`` (default nvJPEG's; tests pass PyAV's on the CPU).
     """
     import torch
-    from PIL import Image
 
     from bmvit.data.dataset import AVADataset, collate_fn
     from bmvit.data.device_decode import DeviceDecodedBatches, encoded_items, loader_rate, nvjpeg_decoder
@@ -211,8 +215,7 @@ def bench_device_decoding(root: str | os.PathLike, device, *, workers: Iterable[
 
     def pillow() -> float:
         start = time.perf_counter()
-        for p in jpegs:
-            np.asarray(Image.open(p).convert("RGB"))
+        _pillow_full_decode(jpegs)
         return batch_size / (time.perf_counter() - start)
 
     fns: dict[str, Callable[[], float]] = {"decoder_only": decoder_only, "pillow_full_decode": pillow}
