@@ -25,7 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
@@ -275,14 +275,15 @@ def live_keyframe_clip(k: int, keyframe_fps: float, timeline_fps: float, num_fra
                        source_fps: float) -> KeyFrameClip:
     """Key frame ``k`` of a live source (``k / keyframe_fps`` s): its clip sampled as in training
     (``predictor.clip_frame_indices``) on a timeline that has a start but no known end."""
+    from bmvit.data.video import clip_indices, resample_indices
     from bmvit.inference.predictor import KeyFrameClip
 
+    no_end = np.iinfo(np.int64).max  # a length no index reaches: only the start clamps
     t = k / keyframe_fps
     center = int(np.floor(t * timeline_fps + 0.5))
-    on_timeline = np.maximum(center - (num_frames * stride) // 2 + stride * np.arange(num_frames), 0)
-    scale = source_fps / timeline_fps
-    indices = np.floor(on_timeline * scale + 0.5).astype(np.int64)
-    return KeyFrameClip(t, int(np.floor(center * scale + 0.5)), indices)
+    on_timeline = clip_indices(center, num_frames, stride, no_end)
+    key = resample_indices(np.array([center]), timeline_fps, source_fps, no_end)
+    return KeyFrameClip(t, int(key[0]), resample_indices(on_timeline, timeline_fps, source_fps, no_end))
 
 
 def _nearest(window: dict[int, torch.Tensor], index: int) -> torch.Tensor:
@@ -438,20 +439,14 @@ def write_live_predictions(predictor: Predictor, source: LiveSource, out_dir: st
             segments += ended
             summary.update(stopped=stopped, frames_read=source.last_index + 1, stopped_at_s=round(duration, 3),
                            video_fps=source.fps, image_size=list(source.size), warnings=list(source.notes),
-                           tracking=_asdict(tracker_options),
-                           timeline={**_asdict(timeline_options), "segments": [_asdict(s) for s in segments]})
+                           tracking=asdict(tracker_options),
+                           timeline={**asdict(timeline_options), "segments": [asdict(s) for s in segments]})
             source.close()
             outputs.summary.write_text(json.dumps(summary), encoding="utf-8")
             if outputs.timeline_png is not None:
                 plot_timeline(segments, outputs.timeline_png, duration_s=max(duration, 1.0),
                               class_names=predictor.class_names, title=f"{vid} (live)")
     return outputs, summary
-
-
-def _asdict(obj) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(obj)
 
 
 __all__ = ["DEFAULT_FPS", "STREAM_SCHEMES", "LiveOutputs", "LiveSource", "LiveSourceError", "is_live_source",
